@@ -1,0 +1,1 @@
+"""FHIR R4 REST server on MongoDB: storage, validation, interactions and `create_app()`."""

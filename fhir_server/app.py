@@ -1,0 +1,123 @@
+"""`create_app()`: the one place that wires the server together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fhir_server.capabilities import capability_statement
+from fhir_server.errors import FHIR_JSON, FhirError, unavailable
+from fhir_server.indexing import ResourceIndexer
+from fhir_server.logs import RequestLogMiddleware, configure_logging
+from fhir_server.routes import INTERACTIONS, fhir_routes
+from fhir_server.services import Services, services
+from fhir_server.settings import Settings, get_settings
+from fhir_server.storage.database import connect, is_unavailable
+from fhir_server.storage.repository import Repository
+
+log = logging.getLogger("phr")
+_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path.startswith("/fhir")
+
+
+def _render(request: Request, error: FhirError) -> Response:
+    if _is_fhir(request):
+        return Response(error.outcome(), error.status, error.headers, media_type=FHIR_JSON)
+    return JSONResponse({"error": error.code, "detail": error.diagnostics}, error.status, error.headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return _render(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _ISSUE_CODES.get(exc.status_code, "processing")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404 and _is_fhir(request):
+        detail = f"No FHIR interaction at {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not supported on {request.url.path}"
+    else:
+        detail = str(exc.detail)
+    return _render(request, FhirError(detail, exc.status_code, code, headers=headers))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return _render(request, FhirError(f"Invalid request: {exc}", 400, "invalid"))
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if is_unavailable(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _render(request, unavailable())
+    log.error("database error", exc_info=exc)
+    return _render(request, FhirError("The database refused the operation", 500, "exception"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return _render(request, FhirError("Internal server error", 500, "exception"))
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the database answers a ping."""
+    try:
+        await services(request).repository.client.admin.command("ping")
+    except PyMongoError:
+        return JSONResponse({"status": "unavailable", "database": "down"}, 503, {"Retry-After": "5"})
+    return JSONResponse({"status": "ok", "database": "up"})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings)
+        repository = Repository(client, settings.db_name, ResourceIndexer(settings.fhir_base))
+        app.state.services = Services(settings, repository)
+        try:
+            await repository.ensure_history_indexes()
+        except PyMongoError as exc:
+            log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
+        yield
+        await client.close()
+
+    app = FastAPI(title="PHR server", lifespan=lifespan, openapi_url=None, docs_url=None)
+    app.state.capability_statement = capability_statement(
+        settings.fhir_base, [(i.code, i.level) for i in INTERACTIONS]
+    )
+    app.router.routes.extend(fhir_routes())
+    app.router.routes.extend([Route("/healthz", healthz), Route("/readyz", readyz)])
+    if settings.bench_routes:
+        from fhir_server.bench_routes import bare_routes
+
+        app.router.routes.extend(bare_routes())
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PyMongoError, _database_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RequestLogMiddleware)
+    return app
+

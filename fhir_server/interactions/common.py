@@ -1,0 +1,68 @@
+"""Steps every interaction shares: path parameters, bodies, version checks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+
+from fhir_server.errors import FhirError, bad_request, gone, not_found, precondition_failed
+from fhir_server.http import parse_etag, version_headers
+from fhir_server.jsonbody import parse_json, read_body
+from fhir_server.services import Services
+from fhir_server.storage.versions import Version
+from fhir_server.validation import check_type
+
+_ID = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
+
+
+def path_type(request: Request) -> str:
+    resource_type: str = request.path_params["type"]
+    check_type(resource_type)
+    return resource_type
+
+
+def path_id(request: Request) -> str:
+    resource_id: str = request.path_params["id"]
+    if not _ID.match(resource_id):
+        raise not_found(f"'{resource_id}' is not a valid resource id")
+    return resource_id
+
+
+async def json_body(request: Request, svc: Services) -> Any:
+    body = await read_body(request, svc.settings.max_body_bytes)
+    return parse_json(body, svc.settings.max_json_depth)
+
+
+def if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    return None if header is None else parse_etag(header, "If-Match")
+
+
+def live(version: Version | None, what: str) -> Version:
+    """The version if it exists and is not deleted: else 404, or 410 for a deleted resource."""
+    if version is None:
+        raise not_found(f"{what} is not known")
+    if version.deleted:
+        raise gone(f"{what} was deleted", version_headers(version))
+    return version
+
+
+def conflict_error(expected: int | None, current: int | None, what: str) -> FhirError:
+    if current is None and expected is not None:
+        return precondition_failed(f"If-Match version {expected} does not match: {what} is absent")
+    if expected is not None:
+        return precondition_failed(
+            f"If-Match version {expected} does not match the current version {current} of {what}"
+        )
+    return FhirError(f"{what} was changed concurrently; retry", 409, "conflict")
+
+
+def check_body_id(resource: dict[str, Any], resource_id: str) -> None:
+    """Update bodies must carry the URL's id: https://hl7.org/fhir/R4/http.html#update."""
+    body_id = resource.get("id")
+    if body_id is None:
+        raise bad_request("The resource must have an id matching the URL", "required")
+    if body_id != resource_id:
+        raise bad_request(f"The body id '{body_id}' does not match the URL id '{resource_id}'")

@@ -1,0 +1,121 @@
+"""Strict JSON for FHIR bodies: size limit, no duplicate keys, no NaN, bounded depth, exact decimals.
+
+FHIR JSON rules: https://hl7.org/fhir/R4/json.html. Decimals keep their precision ("1.50" stays
+"1.50"), so floats are parsed as `Decimal` and written back verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from fhir_server.errors import FhirError, bad_request, too_large
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise bad_request("Content-Length is not a number")
+        if int(declared) > limit:
+            raise too_large(f"Request body exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed value, stopping as soon as it passes `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """Parse a request body strictly, raising a 400 FhirError that names the problem."""
+    if not body.strip():
+        raise bad_request("The request body is empty", "required")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"The body is not valid UTF-8 (byte {exc.start})", "structure") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+        )
+    except _DuplicateKey as exc:
+        raise bad_request(f"Duplicate JSON property '{exc.args[0]}'", "structure") from None
+    except json.JSONDecodeError as exc:
+        raise bad_request(
+            f"Invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", "structure"
+        ) from None
+    except ValueError as exc:
+        raise bad_request(f"Invalid JSON: {exc}", "structure") from None
+    except RecursionError:
+        raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure") from None
+    if _depth(value, max_depth) > max_depth:
+        raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure")
+    return value
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise TypeError("non-finite decimal")
+        return orjson.Fragment(str(obj))
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise parsed FHIR JSON, keeping decimals exactly as they were written."""
+    return orjson.dumps(value, default=_default)
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON the server wrote itself (stored resources): fast, decimals kept."""
+    return json.loads(data, parse_float=Decimal)
+
+
+__all__ = ["FhirError", "dumps", "loads", "parse_json", "read_body"]

@@ -1,0 +1,1 @@
+"""Search parameters from the official R4 definitions, evaluated at write time."""

@@ -1,0 +1,48 @@
+"""Server settings, read from `PHR_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHR_", extra="ignore")
+
+    mongodb_uri: str | None = Field(
+        default=None, description="MongoDB URI; unset = start the embedded SecantusDB"
+    )
+    db_name: str = Field(default="phr", description="database name")
+    data_dir: Path = Field(default=Path("var/db"), description="embedded database directory")
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8080, description="port to listen on")
+    base_url: str | None = Field(
+        default=None,
+        description="public base URL (links, token audience); default http://localhost:PORT",
+    )
+    workers: int = Field(default=1, ge=1, description="worker processes")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, description="largest request body")
+    max_json_depth: int = Field(default=64, description="deepest JSON nesting accepted")
+    db_timeout_ms: int = Field(
+        default=2000, description="how long a request waits for the database before 503"
+    )
+    history_count_default: int = Field(default=50, description="default page size of history")
+    history_count_max: int = Field(default=1000, description="largest page size of history")
+    log_level: str = Field(default="INFO", description="log level")
+    bench_routes: bool = Field(default=False, description="expose bare baseline routes (bench)")
+
+    @property
+    def public_base(self) -> str:
+        return (self.base_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def fhir_base(self) -> str:
+        return self.public_base + "/fhir"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""MongoDB storage: current versions per resource type, superseded versions in `history`."""

@@ -1,0 +1,308 @@
+"""Resource versions in MongoDB: https://hl7.org/fhir/R4/http.html.
+
+- Collection `<Type>` holds the current version of each resource, `_id` = logical id:
+  `{_id, v, lu, m, json, pat, del?}` plus extracted search values. `json` is the exact bytes served.
+- Collection `history` holds every superseded version, `_id` = "Type/id/v": `{t, id, v, lu, m, json?}`.
+
+Create is a single insert. Update, patch and delete copy the superseded version into `history` and
+swap the current document in one transaction. The swap is a compare-and-set on the version, so when
+N writers update version n at once exactly one wins; nothing is left half-written if any step fails.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import uuid4
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from fhir_server.jsonbody import dumps
+from fhir_server.storage.versions import Version, now, stamp
+
+HISTORY = "history"
+_VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "json": 1}
+_MAX_ATTEMPTS = 5
+
+
+class VersionConflict(Exception):
+    """The resource's current version is not the one the writer expected."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(current)
+        self.current = current
+
+
+class Indexer(Protocol):
+    """Computes the indexed fields stored beside a resource (compartment, search values)."""
+
+    def fields(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]: ...
+
+    def indexes(self, resource_type: str) -> list[IndexModel]: ...
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    versions: list[Version]
+    next_cursor: str | None
+    total: int | None = None
+
+
+def _version(resource_type: str, doc: dict[str, Any]) -> Version:
+    if "t" in doc:  # a history document
+        return Version(doc["t"], doc["id"], doc["v"], doc["lu"], doc["m"], doc.get("json"))
+    return Version(resource_type, doc["_id"], doc["v"], doc["lu"], doc["m"], doc.get("json"))
+
+
+def _history_copy(resource_type: str, doc: dict[str, Any]) -> dict[str, Any]:
+    copy = {
+        "_id": f"{resource_type}/{doc['_id']}/{doc['v']}",
+        "t": resource_type,
+        "id": doc["_id"],
+        "v": doc["v"],
+        "lu": doc["lu"],
+        "m": doc["m"],
+    }
+    if doc.get("json") is not None:
+        copy["json"] = doc["json"]
+    return copy
+
+
+def _is_write_conflict(exc: OperationFailure) -> bool:
+    return exc.code == 112 or exc.has_error_label("TransientTransactionError")
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, int]:
+    """`<epoch ms>.<skip>`: entries at or before that instant, skipping `skip` at it."""
+    ms, skip = cursor.split(".", 1)
+    return datetime.fromtimestamp(int(ms) / 1000, UTC), int(skip)
+
+
+def _format_cursor(at: datetime, skip: int) -> str:
+    return f"{round(at.timestamp() * 1000)}.{skip}"
+
+
+class Repository:
+    """Every read and write of FHIR resources goes through here."""
+
+    def __init__(self, client: AsyncMongoClient, db_name: str, indexer: Indexer) -> None:
+        self.client = client
+        self.db = client[db_name]
+        self.indexer = indexer
+        self._ensured: set[str] = set()
+
+    # -- collections and indexes -------------------------------------------------------------
+
+    async def ensure_history_indexes(self) -> None:
+        if HISTORY in self._ensured:
+            return
+        await self.db[HISTORY].create_indexes(
+            [
+                IndexModel([("t", ASCENDING), ("id", ASCENDING), ("lu", DESCENDING)]),
+                IndexModel([("t", ASCENDING), ("lu", DESCENDING), ("_id", DESCENDING)]),
+                IndexModel([("lu", DESCENDING), ("_id", DESCENDING)]),
+            ]
+        )
+        self._ensured.add(HISTORY)
+
+    async def collection(self, resource_type: str) -> AsyncCollection:
+        """The type's collection, its indexes created once per process before first use."""
+        coll = self.db[resource_type]
+        if resource_type not in self._ensured:
+            await coll.create_indexes(
+                [IndexModel([("lu", DESCENDING), ("_id", DESCENDING)])]
+                + self.indexer.indexes(resource_type)
+            )
+            self._ensured.add(resource_type)
+        return coll
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        """https://hl7.org/fhir/R4/http.html#read (deleted versions come back with json=None)."""
+        doc = await self.db[resource_type].find_one({"_id": resource_id}, _VERSION_FIELDS)
+        return None if doc is None else _version(resource_type, doc)
+
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        """https://hl7.org/fhir/R4/http.html#vread."""
+        current = await self.read(resource_type, resource_id)
+        if current is None or version > current.version:
+            return None
+        if version == current.version:
+            return current
+        doc = await self.db[HISTORY].find_one({"_id": f"{resource_type}/{resource_id}/{version}"})
+        return None if doc is None else _version(resource_type, doc)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _document(
+        self, resource_type: str, resource_id: str, version: int, method: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        at = now()
+        resource = stamp(body, resource_id, version, at)
+        doc = {"_id": resource_id, "v": version, "lu": at, "m": method, "json": dumps(resource)}
+        doc.update(self.indexer.fields(resource_type, resource))
+        return doc
+
+    async def create(self, resource_type: str, body: dict[str, Any]) -> Version:
+        """https://hl7.org/fhir/R4/http.html#create: a server-assigned id, version 1."""
+        coll = await self.collection(resource_type)
+        doc = self._document(resource_type, str(uuid4()), 1, "POST", body)
+        await coll.insert_one(doc)
+        return _version(resource_type, doc)
+
+    async def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        body: dict[str, Any] | Callable[[Version], dict[str, Any]],
+        *,
+        expected: int | None = None,
+        method: str = "PUT",
+    ) -> tuple[Version, bool]:
+        """https://hl7.org/fhir/R4/http.html#update; returns (new version, created).
+
+        `body` may be a function of the live current version (patch). `expected` is If-Match.
+        """
+
+        def next_doc(current: dict[str, Any] | None) -> dict[str, Any]:
+            live = current is not None and current.get("json") is not None
+            if callable(body):
+                if current is None or not live:
+                    raise VersionConflict(current["v"] if current else None)
+                new_body = body(_version(resource_type, current))
+            else:
+                new_body = body
+            version = current["v"] + 1 if current else 1
+            return self._document(resource_type, resource_id, version, method, new_body)
+
+        doc, current = await self._swap(resource_type, resource_id, next_doc, expected)
+        assert doc is not None
+        return _version(resource_type, doc), current is None or current.get("json") is None
+
+    async def delete(self, resource_type: str, resource_id: str) -> Version | None:
+        """https://hl7.org/fhir/R4/http.html#delete: a tombstone version; None if never existed."""
+
+        def tombstone(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if current is None or current.get("json") is None:
+                return None  # nothing to delete, or already deleted: no new version
+            return {"_id": resource_id, "v": current["v"] + 1, "lu": now(), "m": "DELETE"}
+
+        doc, current = await self._swap(resource_type, resource_id, tombstone, None)
+        if doc is not None:
+            return _version(resource_type, doc)
+        return None if current is None else _version(resource_type, current)
+
+    async def _swap(
+        self,
+        resource_type: str,
+        resource_id: str,
+        next_doc: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        expected: int | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Replace the current document by `next_doc(current)` in one transaction.
+
+        Returns (new document or None for a no-op, previous document). Write conflicts are retried
+        unless the writer named the version it expected, in which case it lost the race.
+        """
+        coll = await self.collection(resource_type)
+        history = self.db[HISTORY]
+        await self.ensure_history_indexes()
+        for _attempt in range(_MAX_ATTEMPTS):
+            async with self.client.start_session() as session:
+                try:
+                    async with await session.start_transaction():
+                        current = await coll.find_one({"_id": resource_id}, session=session)
+                        current_version = current["v"] if current else None
+                        if expected is not None and expected != current_version:
+                            raise VersionConflict(current_version)
+                        doc = next_doc(current)
+                        if doc is None:
+                            return None, current
+                        if current is None:
+                            await coll.insert_one(doc, session=session)
+                            return doc, None
+                        await history.insert_one(
+                            _history_copy(resource_type, current), session=session
+                        )
+                        swapped = await coll.replace_one(
+                            {"_id": resource_id, "v": current["v"]}, doc, session=session
+                        )
+                        if swapped.matched_count != 1:
+                            raise DuplicateKeyError("the version changed during the write")
+                        return doc, current
+                except DuplicateKeyError:
+                    pass  # a concurrent writer took this version
+                except OperationFailure as exc:
+                    if not _is_write_conflict(exc):
+                        raise
+            if expected is not None:
+                raise VersionConflict(expected)
+        raise VersionConflict(None)
+
+    # -- history -------------------------------------------------------------------------
+
+    async def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int,
+        since: datetime | None,
+        cursor: str | None,
+    ) -> HistoryPage:
+        """https://hl7.org/fhir/R4/http.html#history, newest first, paged by a stable cursor.
+
+        Streams (the current documents of each type, then `history`) are each read in
+        (lastUpdated desc, _id desc) order from an index and merged.
+        """
+        await self.ensure_history_indexes()
+        until, skip = parse_cursor(cursor) if cursor else (None, 0)
+        time_filter: dict[str, Any] = {}
+        if since is not None:
+            time_filter["$gte"] = since
+        if until is not None:
+            time_filter["$lte"] = until
+        current_filter: dict[str, Any] = {"lu": time_filter} if time_filter else {}
+        history_filter = dict(current_filter)
+        if resource_id is not None:
+            current_filter["_id"] = resource_id
+            history_filter["id"] = resource_id
+        if resource_type is not None:
+            history_filter["t"] = resource_type
+            types = [resource_type]
+        else:
+            names = await self.db.list_collection_names()
+            types = sorted(n for n in names if n[:1].isupper())
+        limit = count + skip + 1
+        streams: list[list[tuple[tuple[Any, ...], Version]]] = []
+        order = [("lu", DESCENDING), ("_id", DESCENDING)]
+        for rank, rtype in enumerate(types):
+            docs = await self.db[rtype].find(current_filter, _VERSION_FIELDS).sort(order).to_list(limit)
+            streams.append([((d["lu"], -rank, d["_id"]), _version(rtype, d)) for d in docs])
+        rank = len(types)
+        docs = await self.db[HISTORY].find(history_filter).sort(order).to_list(limit)
+        streams.append([((d["lu"], -rank, d["_id"]), _version("", d)) for d in docs])
+        merged = [v for _, v in heapq.merge(*streams, key=lambda e: e[0], reverse=True)]
+        if until is not None:
+            at_until = sum(1 for v in merged if v.last_updated == until)
+            merged = merged[min(skip, at_until) :]
+        page, more = merged[:count], len(merged) > count
+        next_cursor = None
+        if more and page:
+            last = page[-1].last_updated
+            at_last = sum(1 for v in page if v.last_updated == last)
+            if until is not None and last == until:
+                at_last += skip
+            next_cursor = _format_cursor(last, at_last)
+        total = None
+        if resource_id is not None and resource_type is not None and cursor is None and since is None:
+            current = await self.read(resource_type, resource_id)
+            total = current.version if current else 0
+        return HistoryPage(page, next_cursor, total)

@@ -1,0 +1,1 @@
+"""Demo scenario and the bundle loader; nothing imports this package."""
