@@ -17,7 +17,7 @@ from starlette.routing import Route
 from fhir_server.capabilities import capability_statement
 from fhir_server.errors import FHIR_JSON, FhirError, unavailable
 from fhir_server.indexing import ResourceIndexer
-from fhir_server.logs import RequestLogMiddleware, configure_logging
+from fhir_server.logs import RequestLogMiddleware, configure_logging, request_id
 from fhir_server.routes import INTERACTIONS, fhir_routes
 from fhir_server.services import Services, services
 from fhir_server.settings import Settings, get_settings
@@ -35,7 +35,9 @@ def _is_fhir(request: Request) -> bool:
 def _render(request: Request, error: FhirError) -> Response:
     if _is_fhir(request):
         return Response(error.outcome(), error.status, error.headers, media_type=FHIR_JSON)
-    return JSONResponse({"error": error.code, "detail": error.diagnostics}, error.status, error.headers)
+    return JSONResponse(
+        {"error": error.code, "detail": error.diagnostics}, error.status, error.headers
+    )
 
 
 async def _fhir_error(request: Request, exc: Exception) -> Response:
@@ -70,7 +72,9 @@ async def _database_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
-    return _render(request, FhirError("Internal server error", 500, "exception"))
+    # rendered outside RequestLogMiddleware (Starlette's ServerErrorMiddleware), so set the id here
+    headers = {"X-Request-ID": request_id.get()}
+    return _render(request, FhirError("Internal server error", 500, "exception", headers=headers))
 
 
 async def healthz(request: Request) -> Response:
@@ -83,7 +87,9 @@ async def readyz(request: Request) -> Response:
     try:
         await services(request).repository.client.admin.command("ping")
     except PyMongoError:
-        return JSONResponse({"status": "unavailable", "database": "down"}, 503, {"Retry-After": "5"})
+        return JSONResponse(
+            {"status": "unavailable", "database": "down"}, 503, {"Retry-After": "5"}
+        )
     return JSONResponse({"status": "ok", "database": "up"})
 
 
@@ -120,4 +126,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(RequestLogMiddleware)
     return app
-

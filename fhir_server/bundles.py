@@ -52,7 +52,7 @@ def history_entry(base: str, version: Version) -> bytes:
         request, status = {"method": "DELETE", "url": url}, "204 No Content"
     else:
         request = {"method": version.method, "url": url}
-        status = "201 Created" if version.version == 1 else "200 OK"
+        status = "201 Created" if version.created or version.version == 1 else "200 OK"
     response = {
         "status": status,
         "etag": version.etag,

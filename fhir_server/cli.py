@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -13,6 +15,10 @@ from fhir_server.logs import configure_logging
 from fhir_server.settings import Settings, get_settings
 
 log = logging.getLogger("phr")
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
@@ -24,6 +30,9 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
     if not settings.mongodb_uri:
         embedded = EmbeddedDatabase(settings.data_dir).start()
         os.environ["PHR_MONGODB_URI"] = embedded.uri
+        # uvicorn re-raises SIGTERM once it has shut down; by default that would end the process
+        # before `finally` stops the database (which runs in its own session, so it would live on)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     get_settings.cache_clear()
     try:
         uvicorn.run(

@@ -55,7 +55,9 @@ class FhirError(Exception):
         return operation_outcome(self.issues or [Issue(self.code, self.diagnostics)])
 
 
-def bad_request(diagnostics: str, code: str = "invalid", issues: list[Issue] | None = None) -> FhirError:
+def bad_request(
+    diagnostics: str, code: str = "invalid", issues: list[Issue] | None = None
+) -> FhirError:
     return FhirError(diagnostics, 400, code, issues or [])
 
 

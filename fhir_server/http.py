@@ -29,6 +29,18 @@ def _media_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+def _refused(accept_part: str) -> bool:
+    """True for an Accept member with `q=0`, which means "not acceptable" (RFC 9110, 12.4.2)."""
+    for param in accept_part.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip()) == 0
+            except ValueError:
+                return False
+    return False
+
+
 def negotiate(request: Request) -> str:
     """The response content type from `_format` or Accept; 406 when only XML/RDF/HTML is wanted."""
     fmt = request.query_params.get("_format")
@@ -40,7 +52,7 @@ def negotiate(request: Request) -> str:
     accept = request.headers.get("accept")
     if not accept:
         return FHIR_JSON
-    types = {_media_type(part) for part in accept.split(",")}
+    types = {_media_type(part) for part in accept.split(",") if not _refused(part)}
     if "application/fhir+json" in types:
         return FHIR_JSON
     if "application/json" in types:
@@ -93,7 +105,8 @@ def parse_etag(value: str, header: str) -> int:
     if tag.startswith("W/"):
         tag = tag[2:]
     tag = tag.strip('"')
-    if not tag.isdigit():
+    # ASCII only (int() refuses "²"), and short enough for int() and for MongoDB's int64
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 18:
         raise bad_request(f'{header} must be a version ETag such as W/"1", not {value!r}')
     return int(tag)
 

@@ -7,16 +7,22 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from fhir_server.compartment import compartment_patients
+from fhir_server.search.index import index_fields
 
 
 class ResourceIndexer:
-    """Compartment patients (`pat`) now; search parameter values join them in `search`."""
+    """Compartment patients (`pat`), search keys (`k`) and sort keys (`o`)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
 
     def fields(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
-        return {"pat": compartment_patients(resource_type, resource, self.base)}
+        patients = compartment_patients(resource_type, resource, self.base)
+        return {"pat": patients, **index_fields(resource_type, resource, patients, self.base)}
 
     def indexes(self, resource_type: str) -> list[IndexModel]:
-        return [IndexModel([("pat", ASCENDING)])]
+        # (pat, _id): a patient's compartment in id order, for $everything and its paging.
+        return [
+            IndexModel([("pat", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("k", ASCENDING)]),
+        ]

@@ -1,4 +1,4 @@
-"""Strict JSON for FHIR bodies: size limit, no duplicate keys, no NaN, bounded depth, exact decimals.
+"""Strict JSON for FHIR bodies: size limit, no duplicate keys or NaN, bounded depth, exact decimals.
 
 FHIR JSON rules: https://hl7.org/fhir/R4/json.html. Decimals keep their precision ("1.50" stays
 "1.50"), so floats are parsed as `Decimal` and written back verbatim.
@@ -7,6 +7,7 @@ FHIR JSON rules: https://hl7.org/fhir/R4/json.html. Decimals keep their precisio
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,8 @@ import orjson
 from starlette.requests import Request
 
 from fhir_server.errors import FhirError, bad_request, too_large
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _DuplicateKey(ValueError):
@@ -29,6 +32,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _DuplicateKey(key)
             seen.add(key)
     return obj
+
+
+def _parse_int(text: str) -> int | Decimal:
+    """An integer; outside int64 (orjson, BSON) a Decimal, which is written back digit for digit."""
+    value = int(text)  # ValueError past 4300 digits: refused as invalid JSON
+    return value if -(2**63) <= value < 2**63 else Decimal(text)
 
 
 def _reject_constant(name: str) -> None:
@@ -83,6 +92,7 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             text,
             object_pairs_hook=_no_duplicates,
             parse_float=Decimal,
+            parse_int=_parse_int,
             parse_constant=_reject_constant,
         )
     except _DuplicateKey as exc:
@@ -97,7 +107,27 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure") from None
     if _depth(value, max_depth) > max_depth:
         raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure")
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise bad_request("The body holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)")
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string holds a surrogate that `\\u` escapes did not pair (not valid Unicode)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def _default(obj: Any) -> Any:
@@ -115,7 +145,7 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes) -> Any:
     """Parse JSON the server wrote itself (stored resources): fast, decimals kept."""
-    return json.loads(data, parse_float=Decimal)
+    return json.loads(data, parse_float=Decimal, parse_int=_parse_int)
 
 
 __all__ = ["FhirError", "dumps", "loads", "parse_json", "read_body"]

@@ -76,8 +76,10 @@ class RequestLogMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, send_with_id)
+            failed = False
         finally:
             log.info(
                 "request",
@@ -90,4 +92,5 @@ class RequestLogMiddleware:
                     }
                 },
             )
-            request_id.reset(token)
+            if not failed:  # else the 500 is rendered and logged outside: it keeps the id
+                request_id.reset(token)

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     )
     history_count_default: int = Field(default=50, description="default page size of history")
     history_count_max: int = Field(default=1000, description="largest page size of history")
+    search_count_default: int = Field(default=50, description="default page size of search")
+    search_count_max: int = Field(default=1000, description="largest page size of search")
+    search_max_candidates: int = Field(
+        default=20000, description="most index candidates one search may examine (else 400)"
+    )
+    everything_count_default: int = Field(default=1000, description="page size of $everything")
+    everything_count_max: int = Field(default=5000, description="largest page of $everything")
+    bundle_max_entries: int = Field(default=20000, description="most entries in one Bundle")
     log_level: str = Field(default="INFO", description="log level")
     bench_routes: bool = Field(default=False, description="expose bare baseline routes (bench)")
 

@@ -7,10 +7,12 @@ refused as unknown.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fhir_server.errors import FhirError, Issue, bad_request, not_found
 from fhir_server.search.definitions import resource_types
@@ -51,11 +53,15 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
         )
     if actual not in resource_types():
         raise bad_request(f"'{actual}' is not an R4 resource type", "not-supported")
+    for index, item in enumerate(resource.get("contained") or []):
+        inner = item.get("resourceType") if isinstance(item, dict) else None
+        if isinstance(inner, str) and inner not in resource_types():
+            raise bad_request(f"{actual}.contained[{index}]: '{inner}' is not an R4 resource type")
     model = _model(actual)
     if model is None:
         return resource
     try:
-        model.model_validate(resource)
+        parsed = model.model_validate(resource)
     except ValidationError as exc:
         issues = [
             Issue(
@@ -65,9 +71,100 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
             )
             for err in exc.errors()[:_MAX_ISSUES]
         ]
-        raise FhirError(
-            f"The {actual} resource is not valid R4", 400, "invalid", issues
-        ) from None
-    except (ValueError, TypeError) as exc:
-        raise bad_request(f"The {actual} resource is not valid R4: {exc}") from None
+        raise FhirError(f"The {actual} resource is not valid R4", 400, "invalid", issues) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # fhir.resources raises KeyError for a contained resource of an unknown type
+        raise bad_request(f"The {actual} resource is not valid R4: {exc!r}") from None
+    problems: list[Issue] = []
+    _check_json_kinds(resource, parsed, actual, problems)
+    if problems:
+        raise FhirError(f"The {actual} resource is not valid R4", 400, "invalid", problems)
     return resource
+
+
+# -- JSON value kinds ------------------------------------------------------------------------
+# The models coerce ("yes" -> true, "3" -> 3, 0 -> 1970-01-01). FHIR JSON does not
+# (https://hl7.org/fhir/R4/json.html#primitive): booleans are JSON true/false, integers and
+# decimals JSON numbers, every other primitive a JSON string, and null appears only in arrays.
+
+
+@cache
+def _fields_by_json_name(model: type[BaseModel]) -> dict[str, str]:
+    return {field.alias or name: name for name, field in model.model_fields.items()}
+
+
+def _wrong_kind(value: Any, parsed: Any) -> str | None:
+    """What `value` should have been, if its JSON kind does not fit the primitive it became."""
+    if isinstance(parsed, bool):
+        return None if isinstance(value, bool) else "a JSON boolean (true or false)"
+    if isinstance(parsed, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "a JSON number without a fraction"
+    if isinstance(parsed, (Decimal, float)):
+        ok = isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+        return None if ok else "a JSON number"
+    return None if isinstance(value, str) else "a JSON string"
+
+
+def _check_json_kinds(
+    data: dict[str, Any], model: BaseModel, path: str, issues: list[Issue]
+) -> None:
+    fields = _fields_by_json_name(type(model))
+    for key, value in data.items():
+        name = fields.get(key)
+        if name is not None and len(issues) < _MAX_ISSUES:
+            _check_value(value, getattr(model, name, None), f"{path}.{key}", issues, False)
+
+
+def _check_value(value: Any, parsed: Any, path: str, issues: list[Issue], in_array: bool) -> None:
+    if value is None:
+        if not in_array:  # null only holds a place in an array of primitives
+            issues.append(Issue("structure", f"{path}: null is not a value", expression=(path,)))
+    elif isinstance(value, list):
+        if isinstance(parsed, list):
+            for index, (item, parsed_item) in enumerate(zip(value, parsed, strict=False)):
+                _check_value(item, parsed_item, f"{path}[{index}]", issues, True)
+    elif isinstance(value, dict):
+        inner = value.get("resourceType")  # contained and other nested resources
+        if isinstance(inner, str) and inner not in resource_types():
+            message = f"{path}: '{inner}' is not an R4 resource type"
+            issues.append(Issue("not-supported", message, expression=(path,)))
+        elif isinstance(parsed, BaseModel):
+            _check_json_kinds(value, parsed, path, issues)
+    elif parsed is not None and (expected := _wrong_kind(value, parsed)) is not None:
+        issues.append(Issue("value", f"{path}: must be {expected}", expression=(path,)))
+
+
+@cache
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """Top-level JSON names marked isSummary for `_summary=true` (search.html#summary)."""
+    model = _model(resource_type)
+    if model is None:
+        return frozenset({"id", "meta"})
+    names: set[str] = {"resourceType"}
+    for field_name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("summary_element_property"):
+            alias = info.alias or field_name
+            names.update({alias, "_" + alias})
+    return frozenset(names)
+
+
+@cache
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """Top-level JSON names with a minimum cardinality of 1 (for `_summary=text`)."""
+    model = _model(resource_type)
+    if model is None:
+        return frozenset()
+    return frozenset(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if info.is_required()
+        or (
+            isinstance(info.json_schema_extra, dict)
+            and (
+                info.json_schema_extra.get("element_required")
+                or info.json_schema_extra.get("one_of_many_required")
+            )
+        )
+    )

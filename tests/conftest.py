@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import EmbeddedDatabase, Server
+from tests.support import TLS, EmbeddedDatabase, Server
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,9 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedDatab
 
 
 @pytest.fixture(scope="session")
-def server(database: EmbeddedDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    database: EmbeddedDatabase, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server") / "server.log"
     srv = Server({"PHR_MONGODB_URI": database.uri, "PHR_DB_NAME": "phr_test"}, log)
     srv.start()
@@ -33,5 +35,5 @@ def fhir_base(server: Server) -> str:
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, verify=TLS) as c:
         yield c

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ import httpx
 from fhir_server.embedded import EmbeddedDatabase, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# One TLS context for every test client (`verify=TLS`): httpx builds one per client otherwise,
+# loading the CA bundle each time (~90 ms), even for the plain-HTTP servers of the tests.
+TLS = ssl.create_default_context()
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -44,7 +48,7 @@ class Server:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"server exited; see {self.log}")
         try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            return httpx.get(self.url + "/healthz", timeout=1, verify=TLS).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -70,4 +74,4 @@ class Server:
                 self.process.wait()
 
 
-__all__ = ["EmbeddedDatabase", "Server", "free_port", "wait_until"]
+__all__ = ["TLS", "EmbeddedDatabase", "Server", "free_port", "wait_until"]

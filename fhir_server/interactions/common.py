@@ -14,7 +14,7 @@ from fhir_server.services import Services
 from fhir_server.storage.versions import Version
 from fhir_server.validation import check_type
 
-_ID = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9\-\.]{1,64}")
 
 
 def path_type(request: Request) -> str:
@@ -25,8 +25,10 @@ def path_type(request: Request) -> str:
 
 def path_id(request: Request) -> str:
     resource_id: str = request.path_params["id"]
-    if not _ID.match(resource_id):
-        raise not_found(f"'{resource_id}' is not a valid resource id")
+    if not _ID.fullmatch(resource_id):  # `$` would let a trailing newline through
+        problem = f"'{resource_id}' is not a valid resource id"
+        # nothing can exist there, but an update would create it: that is a bad request
+        raise bad_request(problem) if request.method == "PUT" else not_found(problem)
     return resource_id
 
 

@@ -14,11 +14,13 @@ from fhir_server.errors import bad_request
 from fhir_server.http import fhir_response, negotiate
 from fhir_server.interactions.common import live, path_id, path_type
 from fhir_server.services import Services, services
+from fhir_server.storage.repository import parse_cursor
 
 _INSTANT = re.compile(
     r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-_CURSOR = re.compile(r"^\d{1,15}\.\d{1,9}$")
+# `<epoch ms>.<skip>`; skip is bounded since every stream reads `_count + skip` documents
+_CURSOR = re.compile(r"^\d{1,15}\.\d{1,4}$", re.ASCII)
 
 
 def parse_instant(value: str, name: str) -> datetime:
@@ -37,23 +39,33 @@ def parse_instant(value: str, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _valid_cursor(cursor: str) -> bool:
+    try:
+        return bool(_CURSOR.match(cursor)) and parse_cursor(cursor) is not None
+    except (ValueError, OverflowError, OSError):  # an instant past year 9999
+        return False
+
+
 def _count(request: Request, svc: Services) -> int:
     raw = request.query_params.get("_count")
     if raw is None:
         return svc.settings.history_count_default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit() alone admits "²", which int() refuses
         raise bad_request(f"_count={raw} is not a non-negative integer")
-    return min(int(raw), svc.settings.history_count_max)
+    most = svc.settings.history_count_max
+    return min(int(raw), most) if len(raw) <= 10 else most
 
 
-async def _history(request: Request, resource_type: str | None, resource_id: str | None) -> Response:
+async def _history(
+    request: Request, resource_type: str | None, resource_id: str | None
+) -> Response:
     svc = services(request)
     media = negotiate(request)
     count = _count(request, svc)
     raw_since = request.query_params.get("_since")
     since = parse_instant(raw_since, "_since") if raw_since else None
     cursor = request.query_params.get("_page")
-    if cursor is not None and not _CURSOR.match(cursor):
+    if cursor is not None and not _valid_cursor(cursor):
         raise bad_request(f"_page={cursor} is not a cursor this server issued")
     page = await svc.repository.history(
         resource_type, resource_id, count=count, since=since, cursor=cursor

@@ -59,7 +59,7 @@ async def vread(request: Request) -> Response:
     resource_type, resource_id = path_type(request), path_id(request)
     vid = request.path_params["vid"]
     what = f"{resource_type}/{resource_id}/_history/{vid}"
-    if not vid.isdigit() or len(vid) > 18:
+    if not (vid.isascii() and vid.isdigit()) or len(vid) > 18:
         raise not_found(f"{what} is not known")
     version = await services(request).repository.vread(resource_type, resource_id, int(vid))
     version = live(version, what)

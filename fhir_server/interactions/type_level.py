@@ -1,4 +1,4 @@
-"""Type level: create (https://hl7.org/fhir/R4/http.html#create)."""
+"""Type level: create, conditional create (https://hl7.org/fhir/R4/http.html#create)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.http import negotiate, parse_prefer, require_json_body, write_response
+from fhir_server.interactions import conditional
 from fhir_server.interactions.common import json_body, path_type
 from fhir_server.services import services
 from fhir_server.validation import validate_resource
@@ -18,6 +19,13 @@ async def create(request: Request) -> Response:
     resource_type = path_type(request)
     require_json_body(request)
     resource = validate_resource(await json_body(request, svc), resource_type)
+    criteria = request.headers.get("if-none-exist")
+    if criteria is not None:
+        existing = await conditional.create_if_none_exist(
+            request, svc, resource_type, resource, criteria
+        )
+        if existing is not None:
+            return existing
     version = await svc.repository.create(resource_type, resource)
     message = f"{resource_type}/{version.id} created"
     return write_response(version, 201, prefer, media, svc.base, message)

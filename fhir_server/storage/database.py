@@ -1,19 +1,20 @@
-"""The MongoDB client (PyMongo's native async API) and the errors that mean "database unavailable"."""
+"""The MongoDB client (PyMongo's native async API) and the errors meaning "database unavailable"."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 
 from fhir_server.settings import Settings
 
-
 # ShutdownInProgress, PrimarySteppedDown, NotWritablePrimary, InterruptedAtShutdown,
 # InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary.
 _UNAVAILABLE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 
 
-def connect(settings: Settings) -> AsyncMongoClient:
+def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     """A client that fails fast (503) instead of hanging when the database is away."""
     assert settings.mongodb_uri, "PHR_MONGODB_URI must be set once the launcher has run"
     return AsyncMongoClient(

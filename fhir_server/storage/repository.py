@@ -1,8 +1,10 @@
 """Resource versions in MongoDB: https://hl7.org/fhir/R4/http.html.
 
 - Collection `<Type>` holds the current version of each resource, `_id` = logical id:
-  `{_id, v, lu, m, json, pat, del?}` plus extracted search values. `json` is the exact bytes served.
-- Collection `history` holds every superseded version, `_id` = "Type/id/v": `{t, id, v, lu, m, json?}`.
+  `{_id, v, lu, m, c?, json?, pat, k, o}`: `json` is the exact bytes served (absent once deleted),
+  `pat` the compartment patients, `k`/`o` the search and sort keys (`fhir_server/search/`).
+- Collection `history` holds every superseded version, `_id` = "Type/id/v":
+  `{t, id, v, lu, m, c?, json?}`.
 
 Create is a single insert. Update, patch and delete copy the superseded version into `history` and
 swap the current document in one transaction. The swap is a compare-and-set on the version, so when
@@ -14,21 +16,24 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from fhir_server.jsonbody import dumps
+from fhir_server.jsonbody import dumps, loads
 from fhir_server.storage.versions import Version, now, stamp
 
 HISTORY = "history"
-_VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "json": 1}
+_VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "c": 1, "json": 1}
 _MAX_ATTEMPTS = 5
+# History order: newest first, then by type, id and version so that ties have one fixed order;
+# the instance and type orders drop the fields their queries fix.
+_LU, _T, _ID, _V = (("lu", DESCENDING), ("t", DESCENDING), ("id", DESCENDING), ("v", DESCENDING))
+_INSTANCE_ORDER, _TYPE_ORDER, _SYSTEM_ORDER = [_LU, _V], [_LU, _ID, _V], [_LU, _T, _ID, _V]
 
 
 class VersionConflict(Exception):
@@ -48,6 +53,24 @@ class Indexer(Protocol):
 
 
 @dataclass(frozen=True)
+class Write:
+    """One write of a transaction; `resource_id` is already assigned for creates."""
+
+    method: str  # POST, PUT, PATCH or DELETE
+    resource_type: str
+    resource_id: str
+    body: dict[str, Any] | None = None
+    expected: int | None = None  # If-Match
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    version: Version | None  # None: a delete of something that never existed
+    created: bool
+    changed: bool
+
+
+@dataclass(frozen=True)
 class HistoryPage:
     versions: list[Version]
     next_cursor: str | None
@@ -55,9 +78,12 @@ class HistoryPage:
 
 
 def _version(resource_type: str, doc: dict[str, Any]) -> Version:
+    created = bool(doc.get("c"))
     if "t" in doc:  # a history document
-        return Version(doc["t"], doc["id"], doc["v"], doc["lu"], doc["m"], doc.get("json"))
-    return Version(resource_type, doc["_id"], doc["v"], doc["lu"], doc["m"], doc.get("json"))
+        return Version(doc["t"], doc["id"], doc["v"], doc["lu"], doc["m"], doc.get("json"), created)
+    return Version(
+        resource_type, doc["_id"], doc["v"], doc["lu"], doc["m"], doc.get("json"), created
+    )
 
 
 def _history_copy(resource_type: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +95,33 @@ def _history_copy(resource_type: str, doc: dict[str, Any]) -> dict[str, Any]:
         "lu": doc["lu"],
         "m": doc["m"],
     }
+    if doc.get("c"):
+        copy["c"] = True
     if doc.get("json") is not None:
         copy["json"] = doc["json"]
     return copy
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource without the server-owned parts of `meta` (versionId, lastUpdated)."""
+    meta = {
+        k: v
+        for k, v in (resource.get("meta") or {}).items()
+        if k not in {"versionId", "lastUpdated"}
+    }
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+def unchanged(stored: bytes, body: dict[str, Any]) -> bool:
+    """True when `body` says exactly what the stored version says (ignoring versionId/lastUpdated
+    and a missing `id`)."""
+    before = _content(loads(stored))
+    after = _content(body)
+    after.setdefault("id", before.get("id"))
+    return before == after
 
 
 def _is_write_conflict(exc: OperationFailure) -> bool:
@@ -91,7 +141,9 @@ def _format_cursor(at: datetime, skip: int) -> str:
 class Repository:
     """Every read and write of FHIR resources goes through here."""
 
-    def __init__(self, client: AsyncMongoClient, db_name: str, indexer: Indexer) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[dict[str, Any]], db_name: str, indexer: Indexer
+    ) -> None:
         self.client = client
         self.db = client[db_name]
         self.indexer = indexer
@@ -104,20 +156,22 @@ class Repository:
             return
         await self.db[HISTORY].create_indexes(
             [
-                IndexModel([("t", ASCENDING), ("id", ASCENDING), ("lu", DESCENDING)]),
-                IndexModel([("t", ASCENDING), ("lu", DESCENDING), ("_id", DESCENDING)]),
-                IndexModel([("lu", DESCENDING), ("_id", DESCENDING)]),
+                IndexModel([("t", ASCENDING), ("id", ASCENDING), *_INSTANCE_ORDER]),
+                IndexModel([("t", ASCENDING), *_TYPE_ORDER]),
+                IndexModel(_SYSTEM_ORDER),
             ]
         )
         self._ensured.add(HISTORY)
 
-    async def collection(self, resource_type: str) -> AsyncCollection:
+    async def collection(self, resource_type: str) -> AsyncCollection[dict[str, Any]]:
         """The type's collection, its indexes created once per process before first use."""
         coll = self.db[resource_type]
         if resource_type not in self._ensured:
             await coll.create_indexes(
-                [IndexModel([("lu", DESCENDING), ("_id", DESCENDING)])]
-                + self.indexer.indexes(resource_type)
+                [
+                    IndexModel([("lu", DESCENDING), ("_id", DESCENDING)]),
+                    *self.indexer.indexes(resource_type),
+                ]
             )
             self._ensured.add(resource_type)
         return coll
@@ -142,18 +196,27 @@ class Repository:
     # -- writes --------------------------------------------------------------------------
 
     def _document(
-        self, resource_type: str, resource_id: str, version: int, method: str, body: dict[str, Any]
+        self,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        method: str,
+        body: dict[str, Any],
+        created: bool,
     ) -> dict[str, Any]:
+        """The stored document of a new version; `c` marks versions that (re)created it."""
         at = now()
         resource = stamp(body, resource_id, version, at)
         doc = {"_id": resource_id, "v": version, "lu": at, "m": method, "json": dumps(resource)}
+        if created:
+            doc["c"] = True
         doc.update(self.indexer.fields(resource_type, resource))
         return doc
 
     async def create(self, resource_type: str, body: dict[str, Any]) -> Version:
         """https://hl7.org/fhir/R4/http.html#create: a server-assigned id, version 1."""
         coll = await self.collection(resource_type)
-        doc = self._document(resource_type, str(uuid4()), 1, "POST", body)
+        doc = self._document(resource_type, str(uuid4()), 1, "POST", body, True)
         await coll.insert_one(doc)
         return _version(resource_type, doc)
 
@@ -171,7 +234,7 @@ class Repository:
         `body` may be a function of the live current version (patch). `expected` is If-Match.
         """
 
-        def next_doc(current: dict[str, Any] | None) -> dict[str, Any]:
+        def next_doc(current: dict[str, Any] | None) -> dict[str, Any] | None:
             live = current is not None and current.get("json") is not None
             if callable(body):
                 if current is None or not live:
@@ -179,11 +242,15 @@ class Repository:
                 new_body = body(_version(resource_type, current))
             else:
                 new_body = body
+            if live and current is not None and unchanged(current["json"], new_body):
+                return None  # same content: no new version (reloading data is idempotent)
             version = current["v"] + 1 if current else 1
-            return self._document(resource_type, resource_id, version, method, new_body)
+            return self._document(resource_type, resource_id, version, method, new_body, not live)
 
         doc, current = await self._swap(resource_type, resource_id, next_doc, expected)
-        assert doc is not None
+        if doc is None:
+            assert current is not None
+            return _version(resource_type, current), False
         return _version(resource_type, doc), current is None or current.get("json") is None
 
     async def delete(self, resource_type: str, resource_id: str) -> Version | None:
@@ -208,8 +275,9 @@ class Repository:
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Replace the current document by `next_doc(current)` in one transaction.
 
-        Returns (new document or None for a no-op, previous document). Write conflicts are retried
-        unless the writer named the version it expected, in which case it lost the race.
+        Returns (new document or None for a no-op, previous document). Write conflicts are retried:
+        a writer that named the version it expected then sees the version that won, and a 412
+        names it (the conflicting transaction may also have aborted, and this writer win).
         """
         coll = await self.collection(resource_type)
         history = self.db[HISTORY]
@@ -242,9 +310,83 @@ class Repository:
                 except OperationFailure as exc:
                     if not _is_write_conflict(exc):
                         raise
-            if expected is not None:
-                raise VersionConflict(expected)
         raise VersionConflict(None)
+
+    # -- transactions --------------------------------------------------------------------
+
+    async def transact(self, writes: list[Write]) -> list[WriteResult]:
+        """Apply `writes` all-or-nothing in one MongoDB transaction (Bundle type transaction).
+
+        Creates are grouped into one `insert_many` per type; updates and deletes swap documents
+        with the same version compare-and-set as single writes. A write conflict with another
+        transaction retries the whole set; an If-Match mismatch raises VersionConflict.
+        """
+        for rtype in {w.resource_type for w in writes}:
+            await self.collection(rtype)
+        await self.ensure_history_indexes()
+        for _attempt in range(_MAX_ATTEMPTS):
+            async with self.client.start_session() as session:
+                try:
+                    async with await session.start_transaction():
+                        return await self._apply(writes, session)
+                except DuplicateKeyError:
+                    pass
+                except OperationFailure as exc:
+                    if not _is_write_conflict(exc):
+                        raise
+        raise VersionConflict(None)
+
+    async def _apply(self, writes: list[Write], session: Any) -> list[WriteResult]:
+        wanted: dict[str, list[str]] = {}
+        for w in writes:
+            if w.method != "POST":
+                wanted.setdefault(w.resource_type, []).append(w.resource_id)
+        currents: dict[tuple[str, str], dict[str, Any]] = {}
+        for rtype, ids in wanted.items():
+            async for doc in self.db[rtype].find({"_id": {"$in": ids}}, session=session):
+                currents[(rtype, doc["_id"])] = doc
+        inserts: dict[str, list[dict[str, Any]]] = {}
+        history: list[dict[str, Any]] = []
+        results: list[WriteResult] = []
+        for w in writes:
+            current = currents.get((w.resource_type, w.resource_id))
+            live = current is not None and current.get("json") is not None
+            if w.expected is not None and w.expected != (current["v"] if current else None):
+                raise VersionConflict(current["v"] if current else None)
+            if w.method == "DELETE":
+                if current is None or not live:
+                    results.append(
+                        WriteResult(
+                            _version(w.resource_type, current) if current else None, False, False
+                        )
+                    )
+                    continue
+                doc = {"_id": w.resource_id, "v": current["v"] + 1, "lu": now(), "m": "DELETE"}
+            else:
+                assert w.body is not None
+                if live and current is not None and unchanged(current["json"], w.body):
+                    results.append(WriteResult(_version(w.resource_type, current), False, False))
+                    continue
+                version = current["v"] + 1 if current else 1
+                doc = self._document(
+                    w.resource_type, w.resource_id, version, w.method, w.body, not live
+                )
+            if current is None:
+                inserts.setdefault(w.resource_type, []).append(doc)
+            else:
+                history.append(_history_copy(w.resource_type, current))
+                swapped = await self.db[w.resource_type].replace_one(
+                    {"_id": w.resource_id, "v": current["v"]}, doc, session=session
+                )
+                if swapped.matched_count != 1:
+                    raise DuplicateKeyError("the version changed during the transaction")
+            currents[(w.resource_type, w.resource_id)] = doc
+            results.append(WriteResult(_version(w.resource_type, doc), not live, True))
+        for rtype, docs in inserts.items():
+            await self.db[rtype].insert_many(docs, ordered=True, session=session)
+        if history:
+            await self.db[HISTORY].insert_many(history, ordered=True, session=session)
+        return results
 
     # -- history -------------------------------------------------------------------------
 
@@ -266,7 +408,10 @@ class Repository:
         until, skip = parse_cursor(cursor) if cursor else (None, 0)
         time_filter: dict[str, Any] = {}
         if since is not None:
-            time_filter["$gte"] = since
+            # `lu >= since` written as `lu > t` (lu has millisecond precision): SecantusDB drops
+            # the keys equal to an inclusive bound at the end of a compound index scan.
+            before = since - timedelta(microseconds=1)
+            time_filter["$gt"] = before.replace(microsecond=before.microsecond // 1000 * 1000)
         if until is not None:
             time_filter["$lte"] = until
         current_filter: dict[str, Any] = {"lu": time_filter} if time_filter else {}
@@ -282,13 +427,26 @@ class Repository:
             types = sorted(n for n in names if n[:1].isupper())
         limit = count + skip + 1
         streams: list[list[tuple[tuple[Any, ...], Version]]] = []
+        # Every stream is sorted by the version's own key (lastUpdated, type, id, version), never
+        # by where it is stored: a version moving from its type's collection into `history`
+        # between two pages keeps its place among versions stamped in the same millisecond.
         order = [("lu", DESCENDING), ("_id", DESCENDING)]
-        for rank, rtype in enumerate(types):
-            docs = await self.db[rtype].find(current_filter, _VERSION_FIELDS).sort(order).to_list(limit)
-            streams.append([((d["lu"], -rank, d["_id"]), _version(rtype, d)) for d in docs])
-        rank = len(types)
-        docs = await self.db[HISTORY].find(history_filter).sort(order).to_list(limit)
-        streams.append([((d["lu"], -rank, d["_id"]), _version("", d)) for d in docs])
+        for rtype in types:
+            docs = (
+                await self.db[rtype]
+                .find(current_filter, _VERSION_FIELDS)
+                .sort(order)
+                .to_list(limit)
+            )
+            streams.append([((d["lu"], rtype, d["_id"], d["v"]), _version(rtype, d)) for d in docs])
+        if resource_id is not None:
+            history_order = _INSTANCE_ORDER
+        elif resource_type is not None:
+            history_order = _TYPE_ORDER
+        else:
+            history_order = _SYSTEM_ORDER
+        docs = await self.db[HISTORY].find(history_filter).sort(history_order).to_list(limit)
+        streams.append([((d["lu"], d["t"], d["id"], d["v"]), _version("", d)) for d in docs])
         merged = [v for _, v in heapq.merge(*streams, key=lambda e: e[0], reverse=True)]
         if until is not None:
             at_until = sum(1 for v in merged if v.last_updated == until)
@@ -302,7 +460,12 @@ class Repository:
                 at_last += skip
             next_cursor = _format_cursor(last, at_last)
         total = None
-        if resource_id is not None and resource_type is not None and cursor is None and since is None:
+        if (
+            resource_id is not None
+            and resource_type is not None
+            and cursor is None
+            and since is None
+        ):
             current = await self.read(resource_type, resource_id)
             total = current.version if current else 0
         return HistoryPage(page, next_cursor, total)

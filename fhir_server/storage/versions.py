@@ -24,7 +24,11 @@ def stamp(resource: dict[str, Any], resource_id: str, version: int, at: datetime
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(at)
-    out: dict[str, Any] = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
+    out: dict[str, Any] = {
+        "resourceType": resource["resourceType"],
+        "id": resource_id,
+        "meta": meta,
+    }
     for key, value in resource.items():
         if key not in out:
             out[key] = value
@@ -33,7 +37,7 @@ def stamp(resource: dict[str, Any], resource_id: str, version: int, at: datetime
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One version of a resource as stored; `json` holds the exact bytes served (None if deleted)."""
+    """One stored version of a resource; `json` is the exact bytes served (None if deleted)."""
 
     resource_type: str
     id: str
@@ -41,6 +45,7 @@ class Version:
     last_updated: datetime
     method: str
     json: bytes | None
+    created: bool = False  # this version created the resource (or re-created it after a delete)
 
     @property
     def deleted(self) -> bool:

@@ -25,7 +25,9 @@ def create(client: httpx.Client, resource: dict, **headers) -> httpx.Response:
 
 
 def test_create_assigns_id_meta_and_headers(client, fhir_base):
-    r = create(client, patient(id="client-chosen", meta={"versionId": "99", "tag": [{"code": "t"}]}))
+    r = create(
+        client, patient(id="client-chosen", meta={"versionId": "99", "tag": [{"code": "t"}]})
+    )
     body = r.json()
     assert body["id"] != "client-chosen"
     assert body["meta"]["versionId"] == "1"

@@ -1,0 +1,207 @@
+"""The load generator: closed model, N keep-alive HTTP/1.1 connections, each sending back to back.
+
+`wrk` (Debian package `wrk`) is used when it is on PATH: native, one thread, far cheaper per request
+than the Python server it measures. Without it, a lean asyncio raw-socket client runs in a separate
+process (`python -m bench.load SPEC`); it costs more CPU per request, so prefer wrk (see
+docs/benchmarks.md). Both print the same `BENCH_RESULT` line, parsed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
+_RESULT = re.compile(r"^BENCH_RESULT (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one trial sends: `method` on a random one of `paths`, with `body` if given."""
+
+    name: str
+    method: str
+    paths: tuple[str, ...]
+    body: bytes | None = None
+    content_type: str = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured trial."""
+
+    requests: int
+    seconds: float
+    errors: int  # connect/read/write/timeout
+    status_errors: int  # responses with status >= 400
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return (self.errors + self.status_errors) / max(self.requests, 1)
+
+
+def parse_result(output: str) -> Sample:
+    match = _RESULT.search(output)
+    if match is None:
+        raise RuntimeError(f"the load generator printed no result:\n{output[-2000:]}")
+    fields = dict(item.split("=", 1) for item in match.group(1).split())
+    return Sample(
+        requests=int(fields["requests"]),
+        seconds=int(fields["duration_us"]) / 1e6,
+        errors=int(fields["errors"]),
+        status_errors=int(fields["status_errors"]),
+        p50_ms=float(fields["p50_us"]) / 1000,
+        p99_ms=float(fields["p99_us"]) / 1000,
+    )
+
+
+class LoadGenerator:
+    """Runs trials against host:port from `workdir`, prefixed by `pin` (e.g. `taskset -c 0`)."""
+
+    def __init__(
+        self, host: str, port: int, workdir: Path, connections: int, pin: list[str]
+    ) -> None:
+        self.host, self.port, self.workdir = host, port, workdir
+        self.connections, self.pin = connections, pin
+        self.tool = "wrk" if shutil.which("wrk") else "python"
+
+    def _files(self, target: Target) -> tuple[Path, Path | None]:
+        paths = self.workdir / f"{target.name}.paths"
+        paths.write_text("\n".join(target.paths) + "\n")
+        body = None
+        if target.body is not None:
+            body = self.workdir / f"{target.name}.body"
+            body.write_bytes(target.body)
+        return paths, body
+
+    def command(self, target: Target, seconds: int) -> list[str]:
+        paths, body = self._files(target)
+        if self.tool == "wrk":
+            url = f"http://{self.host}:{self.port}"
+            args = [target.method, str(paths)]
+            if body is not None:
+                args += [str(body), target.content_type]
+            opts = ["-t1", f"-c{self.connections}", f"-d{seconds}s", "--timeout", "10s"]
+            return [*self.pin, "wrk", *opts, "-s", str(WRK_SCRIPT), url, "--", *args]
+        spec = {
+            "host": self.host,
+            "port": self.port,
+            "method": target.method,
+            "paths": str(paths),
+            "body": str(body) if body else None,
+            "content_type": target.content_type,
+            "seconds": seconds,
+            "connections": self.connections,
+        }
+        spec_file = self.workdir / f"{target.name}.spec.json"
+        spec_file.write_text(json.dumps(spec))
+        return [*self.pin, sys.executable, "-m", "bench.load", str(spec_file)]
+
+    def run(self, target: Target, seconds: int) -> Sample:
+        out = subprocess.run(
+            self.command(target, seconds),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return parse_result(out.stdout)
+
+
+# -- the Python fallback client -------------------------------------------------------------------
+
+
+async def _connection(
+    host: str, port: int, requests: list[bytes], deadline: float, latencies: list[float]
+) -> tuple[int, int]:
+    """Send random requests back to back until the deadline; (transport errors, status errors)."""
+    errors = status_errors = 0
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(random.choice(requests))
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            latencies.append(time.perf_counter() - started)
+            if int(head[9:12]) >= 400:
+                status_errors += 1
+    finally:
+        writer.close()
+    return errors, status_errors
+
+
+def _requests(spec: dict[str, Any]) -> list[bytes]:
+    body = Path(spec["body"]).read_bytes() if spec["body"] else b""
+    head = f"Host: {spec['host']}:{spec['port']}\r\n"
+    if spec["body"]:
+        head += f"Content-Type: {spec['content_type']}\r\nContent-Length: {len(body)}\r\n"
+    return [
+        f"{spec['method']} {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+        for path in Path(spec["paths"]).read_text().split()
+    ]
+
+
+async def _drive(spec: dict[str, Any], requests: list[bytes]) -> str:
+    host, port = spec["host"], spec["port"]
+    latencies: list[float] = []
+    started = time.perf_counter()
+    deadline = started + spec["seconds"]
+    results = await asyncio.gather(
+        *(
+            _connection(host, port, requests, deadline, latencies)
+            for _ in range(spec["connections"])
+        )
+    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[int(q * (len(latencies) - 1))] * 1e6 if latencies else 0.0
+
+    return (
+        f"BENCH_RESULT requests={len(latencies)} duration_us={int(elapsed * 1e6)}"
+        f" errors={sum(r[0] for r in results)} status_errors={sum(r[1] for r in results)}"
+        f" p50_us={pct(0.5):.1f} p99_us={pct(0.99):.1f}"
+    )
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    drive = _drive(spec, _requests(spec))
+    try:
+        import uvloop  # installed with uvicorn[standard]
+    except ImportError:
+        print(asyncio.run(drive))
+        return
+    print(uvloop.run(drive))
+
+
+if __name__ == "__main__":
+    main()

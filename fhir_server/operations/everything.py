@@ -1,0 +1,84 @@
+"""Patient/[id]/$everything: https://hl7.org/fhir/R4/patient-operation-everything.html.
+
+The patient compartment is read type by type from the `{pat, _id}` index, in (type, id) order,
+and the stored bytes are spliced into the Bundle. `_page` resumes after the last (type, id).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.bundles import bundle, entry
+from fhir_server.errors import bad_request
+from fhir_server.http import fhir_response, negotiate
+from fhir_server.interactions.common import live, path_id
+from fhir_server.interactions.history import parse_instant
+from fhir_server.search.definitions import resource_types
+from fhir_server.services import services
+from fhir_server.validation import check_type
+
+
+async def everything(request: Request) -> Response:
+    """GET [base]/Patient/[id]/$everything?_since&_type&_count&_page."""
+    svc = services(request)
+    media = negotiate(request)
+    if request.path_params["type"] != "Patient":
+        check_type(request.path_params["type"])
+        raise bad_request("$everything is defined on Patient only", "not-supported")
+    pid = path_id(request)
+    live(await svc.repository.read("Patient", pid), f"Patient/{pid}")
+    params = request.query_params
+    since = parse_instant(params["_since"], "_since") if params.get("_since") else None
+    wanted = {t.strip() for v in params.getlist("_type") for t in v.split(",") if t.strip()}
+    if unknown := wanted - resource_types():
+        raise bad_request(f"_type names unknown resource types: {', '.join(sorted(unknown))}")
+    raw_count = params.get("_count", str(svc.settings.everything_count_default))
+    if not raw_count.isdigit() or int(raw_count) == 0:
+        raise bad_request(f"_count={raw_count} is not a positive integer")
+    count = min(int(raw_count), svc.settings.everything_count_max)
+    after_type, after_id = "", ""
+    if cursor := params.get("_page"):
+        after_type, _, after_id = cursor.partition("/")
+        if after_type not in resource_types() or not after_id:
+            raise bad_request("_page is not a cursor this server issued")
+
+    names = set(await svc.repository.db.list_collection_names())
+    types = sorted(t for t in resource_types() & names if not wanted or t in wanted)
+    types = [t for t in types if t >= after_type]
+    entries: list[bytes] = []
+    last: tuple[str, str] | None = None
+    more = False
+    for rtype in types:
+        query: dict[str, object] = {"pat": pid}
+        if rtype == after_type:
+            query["_id"] = {"$gt": after_id}
+        cursor_docs = (
+            svc.repository.db[rtype]
+            .find(query, {"json": 1, "lu": 1})
+            .sort("_id", 1)
+            .limit(count - len(entries) + 1)
+        )
+        async for doc in cursor_docs:
+            if doc.get("json") is None or (since is not None and doc["lu"] < since):
+                continue
+            if len(entries) == count:
+                more = True
+                break
+            entries.append(
+                entry(
+                    f"{svc.base}/{rtype}/{doc['_id']}", doc["json"], {"search": {"mode": "match"}}
+                )
+            )
+            last = (rtype, doc["_id"])
+        if more:
+            break
+    path = f"{svc.base}/Patient/{pid}/$everything"
+    query_items = [(k, v) for k, v in params.multi_items() if k != "_page"]
+    links = [("self", f"{path}?{urlencode(params.multi_items())}" if params else path)]
+    if more and last:
+        links.append(("next", f"{path}?{urlencode([*query_items, ('_page', '/'.join(last))])}"))
+    total = len(entries) if not more and not cursor else None
+    return fhir_response(bundle("searchset", links, entries, total), 200, None, media)
