@@ -36,10 +36,17 @@ def _answers(port: int) -> bool:
 class EmbeddedDatabase:
     """`with EmbeddedDatabase(path) as db: db.uri` - a SecantusDB subprocess for the block."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        timeout: float = 30.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.timeout = timeout
+        self.extra_args = extra_args  # e.g. --enable-test-commands, for fault-injection tests
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +76,7 @@ class EmbeddedDatabase:
                 str(self.data_dir),
                 "--log-level",
                 "WARNING",
+                *self.extra_args,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
