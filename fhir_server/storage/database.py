@@ -21,6 +21,9 @@ def connect(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
         settings.mongodb_uri,
         serverSelectionTimeoutMS=settings.db_timeout_ms,
         connectTimeoutMS=settings.db_timeout_ms,
+        # A database that accepts connections but stops answering must not hang requests forever;
+        # the bound is generous because a large transaction or $everything can take seconds.
+        socketTimeoutMS=max(30_000, settings.db_timeout_ms * 10),
         tz_aware=True,
         appname="phr-server",
     )
