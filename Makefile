@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m fhir_server serve
+	$(BIN)/python -m seed_data serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -44,6 +44,18 @@ from fhir_server.validation import check_type, validate_resource
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+# An update whose content equals the stored version writes nothing; say so (HAPI's code).
+NO_CHANGE = {
+    "resourceType": "OperationOutcome",
+    "issue": [
+        {
+            "severity": "information",
+            "code": "informational",
+            "details": {"coding": [{"code": "SUCCESSFUL_UPDATE_NO_CHANGE"}]},
+            "diagnostics": "The content equals the current version; no new version was written",
+        }
+    ],
+}
 
 
 @dataclass
@@ -313,6 +325,8 @@ def _response_entry(
     }
     if item.method != "DELETE":
         response["location"] = f"{base}/{version.key}"
+    if not result.changed and item.method != "DELETE":
+        response["outcome"] = NO_CHANGE
     body = version.json if representation and item.method != "DELETE" else None
     return entry(f"{base}/{item.resource_type}/{item.resource_id}", body, {"response": response})
 

@@ -310,3 +310,15 @@ def test_synthea_bundle_loads_end_to_end(client):
     obs = client.get(f"/Observation?patient={pid}&_count=1").json()
     assert obs["total"] == expected["Observation"]
     assert obs["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_unchanged_put_in_a_transaction_says_no_change(client):
+    made = client.post("/Patient", json={"resourceType": "Patient", "gender": "other"}).json()
+    entry = {"resource": made, "request": {"method": "PUT", "url": f"Patient/{made['id']}"}}
+    r = client.post("", json=tx([entry]))
+    response = r.json()["entry"][0]["response"]
+    assert response["status"] == "200 OK" and response["etag"] == 'W/"1"'
+    assert (
+        response["outcome"]["issue"][0]["details"]["coding"][0]["code"]
+        == "SUCCESSFUL_UPDATE_NO_CHANGE"
+    )

@@ -425,3 +425,57 @@ def test_conditional_create_update_delete(client):
     assert client.delete(f"/Patient?identifier=http://hospital/mrn|none-{tag}").status_code == 404
     assert client.delete(f"/Patient?identifier=http://hospital/mrn|N-{tag}").status_code == 204
     assert client.get(f"/Patient?identifier=http://hospital/mrn|N-{tag}").json()["total"] == 0
+
+
+def test_meta_uri_missing_and_identifier_parameters(client):
+    tag = uuid.uuid4().hex[:8]
+    profile = f"http://example.org/StructureDefinition/{tag}/vitals"
+    tagged = create(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "m"},
+            "meta": {
+                "tag": [{"system": "http://example.org/tags", "code": tag}],
+                "profile": [profile],
+                "security": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                        "code": "R",
+                    }
+                ],
+            },
+            "subject": {"identifier": {"system": "http://hospital/mrn", "value": f"ID-{tag}"}},
+        },
+    )
+    plain = create(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "m"},
+            "meta": {"tag": [{"system": "http://example.org/tags", "code": tag + "x"}]},
+        },
+    )
+    both = {tagged["id"], plain["id"]}
+    assert ids(search(client, f"/Observation?_tag=http://example.org/tags|{tag}")) == {tagged["id"]}
+    assert ids(search(client, f"/Observation?_profile={profile}")) == {tagged["id"]}
+    assert ids(
+        search(client, f"/Observation?_profile:below=http://example.org/StructureDefinition/{tag}")
+    ) == {tagged["id"]}
+    assert ids(search(client, f"/Observation?_security=R&_tag=http://example.org/tags|{tag}")) == {
+        tagged["id"]
+    }
+    assert ids(search(client, f"/Observation?subject:identifier=http://hospital/mrn|ID-{tag}")) == {
+        tagged["id"]
+    }
+    missing = search(client, f"/Observation?_tag={tag},{tag}x&_profile:missing=true")
+    assert ids(missing) == {plain["id"]}
+    present = search(client, f"/Observation?_tag={tag},{tag}x&_profile:missing=false")
+    assert ids(present) == {tagged["id"]}
+    assert ids(search(client, f"/Observation?_tag={tag},{tag}x&_lastUpdated=ge2020-01-01")) == both
+    assert ids(search(client, f"/Observation?_tag={tag},{tag}x&_lastUpdated=lt2020-01-01")) == set()
+    # a search with nothing to drive it from an index is refused rather than scanned
+    r = client.get("/Observation?_profile:missing=true")
+    assert r.status_code == 400 and "index" in r.text
