@@ -1,0 +1,92 @@
+"""The authorization server's parts, built once per process from `AuthSettings`.
+
+`fhir_server.create_app()` builds one `AuthServices`, awaits `start()` in its lifespan, mounts
+`auth_router(services)`, and calls `verify_access_token` on every FHIR request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from authlib.common.security import is_secure_transport
+
+from smart_auth.clients import ClientRegistry
+from smart_auth.hashing import SecretHasher
+from smart_auth.keys import KeyRing
+from smart_auth.revocation import Denylist
+from smart_auth.server import SmartAuthorizationServer
+from smart_auth.settings import AuthSettings
+from smart_auth.store import AuthStore, Clock, run_sync
+from smart_auth.tokens import AccessToken, TokenService
+
+log = logging.getLogger("phr.auth")
+
+
+@dataclass
+class AuthServices:
+    settings: AuthSettings
+    fhir_base: str
+    store: AuthStore
+    keys: KeyRing
+    denylist: Denylist
+    tokens: TokenService
+    clients: ClientRegistry
+    server: SmartAuthorizationServer
+
+    @classmethod
+    def create(
+        cls,
+        settings: AuthSettings,
+        *,
+        fhir_base: str | None = None,
+        store: AuthStore | None = None,
+        clock: Clock = time.time,
+        key_miss_refresh_interval: float = 1.0,
+    ) -> AuthServices:
+        """Wire the parts; no I/O yet (the MongoClient connects in the background)."""
+        fhir_base = (fhir_base or settings.fhir_base).rstrip("/")
+        if not is_secure_transport(settings.token_endpoint):
+            # OAuth needs TLS: Authlib answers every request `insecure_transport` (RFC 6749 1.6).
+            log.warning("OAuth endpoints refuse plain http off loopback; set an https base URL")
+        store = store or AuthStore.connect(settings, clock)
+        keys = KeyRing(
+            store,
+            rotation_period=settings.key_rotation_period,
+            # A retired key verifies until its last token has expired, even if a worker with a
+            # stale cache signed with it up to `key_cache_seconds` after retirement.
+            verify_grace=max(settings.access_token_lifetime, settings.id_token_lifetime)
+            + settings.key_cache_seconds
+            + settings.clock_leeway,
+            cache_seconds=settings.key_cache_seconds,
+            miss_refresh_interval=key_miss_refresh_interval,
+        )
+        denylist = Denylist(store, settings.revocation_staleness_seconds)
+        tokens = TokenService(
+            keys,
+            denylist,
+            issuer=settings.issuer_url,
+            lifetime=settings.access_token_lifetime,
+            leeway=settings.clock_leeway,
+            clock=clock,
+        )
+        clients = ClientRegistry(store, SecretHasher(settings.argon2_profile))
+        server = SmartAuthorizationServer(
+            settings=settings, store=store, clients=clients, tokens=tokens, fhir_base=fhir_base
+        )
+        return cls(settings, fhir_base, store, keys, denylist, tokens, clients, server)
+
+    async def start(self) -> None:
+        """Create the indexes (idempotent; every worker may run it)."""
+        await run_sync(self.store.ensure_indexes)
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def verify_access_token(self, token: str, audience: str | None = None) -> AccessToken:
+        """The bearer token's claims, or `InvalidToken(reason)`; `audience` defaults to the FHIR
+        base. Stale caches are reloaded in the threadpool, so the event loop never blocks."""
+        if self.tokens.needs_io(token):
+            await run_sync(self.tokens.refresh, token)
+        return self.tokens.verify_cached(token, audience or self.fhir_base)

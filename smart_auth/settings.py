@@ -1,0 +1,74 @@
+"""Authorization-server settings, read from `PHR_*` environment variables.
+
+The database and public-URL fields mirror `fhir_server.settings.Settings` (same variables) because
+this package must not import `fhir_server`; `create_app()` passes its values in explicitly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Argon2Profile = Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"]
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHR_", extra="ignore")
+
+    mongodb_uri: str | None = Field(default=None, description="MongoDB URI (same as the FHIR API)")
+    db_name: str = Field(default="phr", description="database name")
+    db_timeout_ms: int = Field(default=2000, description="database wait before failing (503)")
+    port: int = Field(default=8080, description="port, for the default public base URL")
+    base_url: str | None = Field(
+        default=None, description="public base URL; default http://localhost:PORT"
+    )
+    issuer: str | None = Field(
+        default=None, description="`iss` of tokens; default the public base URL"
+    )
+    access_token_lifetime: int = Field(
+        default=300, ge=30, le=3600, description="access token lifetime, seconds"
+    )
+    refresh_token_lifetime: int = Field(
+        default=90 * 86400, ge=60, description="refresh token lifetime, seconds (later slice)"
+    )
+    id_token_lifetime: int = Field(default=300, ge=30, description="id_token lifetime, seconds")
+    key_rotation_period: int = Field(
+        default=30 * 86400, ge=1, description="a signing key signs for this long, seconds"
+    )
+    key_cache_seconds: float = Field(
+        default=60.0, ge=0, le=300, description="staleness bound of the in-process key cache"
+    )
+    revocation_staleness_seconds: float = Field(
+        default=0.5, ge=0, le=1.0, description="staleness bound of the revoked-token cache"
+    )
+    clock_leeway: int = Field(default=30, ge=0, le=120, description="clock skew allowed, seconds")
+    argon2_profile: Argon2Profile = Field(
+        default="RFC_9106_LOW_MEMORY",
+        description="argon2 parameters for client secrets; CHEAPEST only in tests",
+    )
+
+    @property
+    def public_base(self) -> str:
+        return (self.base_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def fhir_base(self) -> str:
+        """The FHIR base URL, the `aud` of every access token (same rule as fhir_server)."""
+        return self.public_base + "/fhir"
+
+    @property
+    def issuer_url(self) -> str:
+        return (self.issuer or self.public_base).rstrip("/")
+
+    @property
+    def token_endpoint(self) -> str:
+        """The only `aud` accepted in client assertions (security catalogue TE-04)."""
+        return self.public_base + "/auth/token"
+
+
+@lru_cache
+def get_auth_settings() -> AuthSettings:
+    return AuthSettings()

@@ -1,0 +1,122 @@
+"""The auth collections, and the one sync/async seam of the authorization server.
+
+Authlib's server hooks (`query_client`, `save_token`, `validate_jti`, ...) are synchronous, so
+everything in `smart_auth` that touches MongoDB does so through the synchronous
+`pymongo.MongoClient` held here, and async code reaches it only through `run_sync`, which runs
+the blocking call in Starlette's threadpool (ARCHITECTURE.md, item 2). Nothing else in the
+package knows which side of the seam it is on: sync modules call the store directly, async
+endpoints wrap the whole synchronous operation in `run_sync`.
+
+Collections (lower case; FHIR type collections are capitalised, so names never clash):
+
+- `clients`  `_id` = client_id; the registration (`clients.py`).
+- `keys`     `_id` = kid; private JWK, `purpose`, `successor_of` (unique per purpose: one
+             successor per key, so concurrent workers cannot rotate twice), `active_until`,
+             `expires_at` (TTL).
+- `tokens`   refresh tokens and grants (the authorization-code slice): `_id` = SHA-256 of the
+             refresh token, `client_id`, `family` = grant id (rotation with reuse detection; a
+             reused token revokes the family, and its access tokens through a `revoked` entry for
+             the family id they carry), `expires_at` (TTL). Access tokens are self-contained JWTs
+             and are not stored.
+- `jti`      client-assertion replay records, `_id` = "client_id:jti", `expires_at` (TTL).
+- `revoked`  revoked access-token jtis, `_id` = jti, `exp` (TTL: forgotten once the token dies).
+
+Expiry is also checked in every query, so correctness never waits for the TTL monitor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure, ExecutionTimeout
+from starlette.concurrency import run_in_threadpool
+
+from smart_auth.settings import AuthSettings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Document = dict[str, Any]
+Clock = Callable[[], float]
+
+CLIENTS, KEYS, TOKENS, JTI, REVOKED = "clients", "keys", "tokens", "jti", "revoked"
+
+
+async def run_sync(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking auth work (Authlib, the sync MongoClient) off the event loop."""
+    return await run_in_threadpool(func, *args, **kwargs)
+
+
+def utc(timestamp: float) -> datetime:
+    """An aware datetime for a POSIX timestamp (BSON dates, TTL indexes)."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database cannot be reached right now (answer 503, not 500)."""
+    return isinstance(exc, (ConnectionFailure, ExecutionTimeout))
+
+
+class AuthStore:
+    """The auth collections on a synchronous client (see the module docstring)."""
+
+    def __init__(self, client: MongoClient[Document], db_name: str, clock: Clock = time.time):
+        self.client = client
+        self.db = client[db_name]
+        self.clock = clock
+
+    @classmethod
+    def connect(cls, settings: AuthSettings, clock: Clock = time.time) -> AuthStore:
+        """A client from the same URI as the FHIR API's; it fails fast when the database is away."""
+        if not settings.mongodb_uri:
+            raise RuntimeError("PHR_MONGODB_URI must be set (the embedded launcher sets it)")
+        client: MongoClient[Document] = MongoClient(
+            settings.mongodb_uri,
+            serverSelectionTimeoutMS=settings.db_timeout_ms,
+            connectTimeoutMS=settings.db_timeout_ms,
+            tz_aware=True,
+            appname="phr-auth",
+        )
+        return cls(client, settings.db_name, clock)
+
+    @property
+    def clients(self) -> Collection[Document]:
+        return self.db[CLIENTS]
+
+    @property
+    def keys(self) -> Collection[Document]:
+        return self.db[KEYS]
+
+    @property
+    def tokens(self) -> Collection[Document]:
+        return self.db[TOKENS]
+
+    @property
+    def jti(self) -> Collection[Document]:
+        return self.db[JTI]
+
+    @property
+    def revoked(self) -> Collection[Document]:
+        return self.db[REVOKED]
+
+    def now(self) -> datetime:
+        return utc(self.clock())
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes; idempotent, so every worker runs it at start-up."""
+        self.keys.create_index(
+            [("purpose", ASCENDING), ("successor_of", ASCENDING)], unique=True, name="one_successor"
+        )
+        self.keys.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.tokens.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.tokens.create_index([("client_id", ASCENDING)], name="client")
+        self.tokens.create_index([("family", ASCENDING)], name="family", sparse=True)
+        self.jti.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.revoked.create_index("exp", expireAfterSeconds=0, name="ttl")
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,159 @@
+"""An authorization server built from `auth_router` on the real SecantusDB, served over HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from joserfc.jwk import Key
+
+from smart_auth.clients import Client
+from smart_auth.router import auth_router
+from smart_auth.services import AuthServices
+from smart_auth.settings import AuthSettings
+from smart_auth.tokens import TokenService
+from tests.smart_auth.helpers import assertion, assertion_form, es384_key, public_jwks, rs384_key
+from tests.support import TLS, EmbeddedDatabase, free_port, wait_until
+
+
+def auth_settings(database: EmbeddedDatabase, port: int, **overrides: object) -> AuthSettings:
+    values: dict[str, object] = {
+        "mongodb_uri": database.uri,
+        "db_name": f"auth_{uuid.uuid4().hex[:12]}",
+        "base_url": f"http://127.0.0.1:{port}",
+        "argon2_profile": "CHEAPEST",
+        **overrides,
+    }
+    return AuthSettings(**values)  # type: ignore[arg-type]
+
+
+def auth_app(services: AuthServices) -> FastAPI:
+    """What `create_app()` will do: start the services in the lifespan, mount the router."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        yield
+        services.close()
+
+    app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None)
+    app.include_router(auth_router(services))
+    return app
+
+
+@contextmanager
+def serving(app: FastAPI, port: int) -> Iterator[None]:
+    """uvicorn in a thread on `port` for the block."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, what="uvicorn to start")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@dataclass
+class AuthServer:
+    url: str
+    settings: AuthSettings
+    services: AuthServices
+
+    @property
+    def token_url(self) -> str:
+        return self.settings.token_endpoint
+
+    @property
+    def fhir_base(self) -> str:
+        return self.settings.fhir_base
+
+
+@dataclass
+class BackendClient:
+    client: Client
+    es384: Key
+    rs384: Key
+
+    @property
+    def client_id(self) -> str:
+        return self.client.client_id
+
+
+@pytest.fixture(scope="session")
+def auth_server(database: EmbeddedDatabase) -> Iterator[AuthServer]:
+    port = free_port()
+    settings = auth_settings(database, port)
+    services = AuthServices.create(settings)
+    with serving(auth_app(services), port):
+        yield AuthServer(f"http://127.0.0.1:{port}", settings, services)
+
+
+@pytest.fixture
+def http(auth_server: AuthServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=auth_server.url, timeout=30, verify=TLS) as c:
+        yield c
+
+
+@pytest.fixture
+def backend(auth_server: AuthServer) -> BackendClient:
+    """A backend-services client with one ES384 and one RS384 key, as Inferno registers."""
+    es, rs = es384_key(), rs384_key()
+    client, _ = auth_server.services.clients.register(
+        name="backend",
+        token_endpoint_auth_method="private_key_jwt",
+        scope="system/Patient.rs system/Observation.rs system/Encounter.read",
+        jwks=public_jwks(es, rs),
+    )
+    return BackendClient(client, es, rs)
+
+
+@pytest.fixture
+def secret_client(auth_server: AuthServer) -> tuple[Client, str]:
+    client, secret = auth_server.services.clients.register(
+        name="symmetric", token_endpoint_auth_method="client_secret_basic", scope="system/*.rs"
+    )
+    assert secret
+    return client, secret
+
+
+@pytest.fixture
+def resource_server(auth_server: AuthServer) -> tuple[Client, str]:
+    client, secret = auth_server.services.clients.register(
+        name="resource server",
+        token_endpoint_auth_method="client_secret_basic",
+        scope="system/*.rs",
+        resource_server=True,
+    )
+    assert secret
+    return client, secret
+
+
+def issue(http: httpx.Client, server: AuthServer, backend: BackendClient) -> str:
+    signed = assertion(backend.es384, backend.client_id, server.token_url)
+    r = http.post("/auth/token", data=assertion_form(signed, "system/Patient.rs"))
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def shifted(server: AuthServer, seconds: float, issuer: str | None = None) -> TokenService:
+    """The same keys and denylist, seen from a clock `seconds` away (or another issuer)."""
+    tokens = server.services.tokens
+    return TokenService(
+        tokens.keys,
+        tokens.denylist,
+        issuer=issuer or tokens.issuer,
+        lifetime=tokens.lifetime,
+        leeway=tokens.leeway,
+        clock=lambda: time.time() + seconds,
+    )

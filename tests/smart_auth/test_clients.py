@@ -1,0 +1,166 @@
+"""Client registry and its CLI: what may be registered, how secrets are kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from typing import Any
+
+import httpx
+import pytest
+from joserfc.jwk import ECKey, RSAKey
+
+from smart_auth.clients import RegistrationError
+from tests.smart_auth.conftest import AuthServer
+from tests.smart_auth.helpers import basic, es384_key, public_jwks, rs384_key
+from tests.support import ROOT
+
+P256 = {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]}
+with warnings.catch_warnings(action="ignore"):  # joserfc warns about the small key: the point
+    RSA1024 = {"keys": [RSAKey.generate_key(1024).as_dict(private=False)]}
+
+REFUSED: dict[str, dict[str, Any]] = {
+    "client_id with a space": {"client_id": "a b"},
+    "client_id with a colon": {"client_id": "a:b"},
+    "unknown auth method": {"token_endpoint_auth_method": "client_secret_jwt"},
+    "empty name": {"name": " "},
+    "http redirect": {"redirect_uris": ["http://app.example.com/cb"]},
+    "redirect with fragment": {"redirect_uris": ["https://app.example.com/cb#x"]},
+    "wildcard redirect": {"redirect_uris": ["https://*.example.com/cb"]},
+    "javascript redirect": {"redirect_uris": ["javascript:alert(1)"]},
+    "localhost by name": {"redirect_uris": ["http://localhost:8000/cb"]},
+    "unknown grant": {"grant_types": ["password"]},
+    "unknown scope": {"scope": "system/*.rs superuser"},
+    "no scope": {"scope": " "},
+    "jwks for a secret client": {"jwks": {"keys": []}},
+    "private_key_jwt without jwks": {"token_endpoint_auth_method": "private_key_jwt"},
+    "private key in jwks": {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [es384_key().as_dict(private=True)]},
+    },
+    "P-256 key": {"token_endpoint_auth_method": "private_key_jwt", "jwks": P256},
+    "RSA 1024": {"token_endpoint_auth_method": "private_key_jwt", "jwks": RSA1024},
+    "empty jwks": {"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}},
+    "jwks not a set": {"token_endpoint_auth_method": "private_key_jwt", "jwks": {"kty": "EC"}},
+    "public client_credentials": {
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["client_credentials"],
+    },
+}
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be")
+@pytest.mark.parametrize("case", REFUSED)
+def test_registration_is_refused(auth_server: AuthServer, case: str) -> None:
+    values: dict[str, Any] = {
+        "name": "app",
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": "system/*.rs",
+        **REFUSED[case],
+    }
+    with pytest.raises(RegistrationError):
+        auth_server.services.clients.register(**values)
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://app.example.com/cb", "http://127.0.0.1:8123/cb", "http://[::1]/cb"]
+)
+def test_allowed_redirect_uris(auth_server: AuthServer, uri: str) -> None:
+    client, _ = auth_server.services.clients.register(
+        name="app", token_endpoint_auth_method="none", scope="patient/*.rs", redirect_uris=[uri]
+    )
+    assert client.check_redirect_uri(uri) and not client.check_redirect_uri(uri + "/")
+
+
+def test_duplicate_client_id_is_refused(auth_server: AuthServer) -> None:
+    registry = auth_server.services.clients
+    registry.register(
+        name="a", token_endpoint_auth_method="none", scope="patient/*.rs", client_id="dup-id"
+    )
+    with pytest.raises(RegistrationError, match="already registered"):
+        registry.register(
+            name="b", token_endpoint_auth_method="none", scope="patient/*.rs", client_id="dup-id"
+        )
+
+
+def test_secret_is_stored_only_as_an_argon2_hash(auth_server: AuthServer) -> None:
+    client, secret = auth_server.services.clients.register(
+        name="s", token_endpoint_auth_method="client_secret_basic", scope="system/*.rs"
+    )
+    assert secret and len(secret) >= 40
+    doc = auth_server.services.store.clients.find_one({"_id": client.client_id})
+    assert doc is not None
+    assert doc["secret_hash"].startswith("$argon2id$")
+    assert secret not in json.dumps(doc, default=str)
+    loaded = auth_server.services.clients.get(client.client_id)
+    assert loaded is not None and loaded.check_client_secret(secret)
+    assert not loaded.check_client_secret(secret[:-1])
+
+
+def test_private_key_jwt_client_keeps_public_keys_with_kids(auth_server: AuthServer) -> None:
+    es, rs = es384_key(), rs384_key()
+    jwks = public_jwks(es, rs)
+    for key in jwks["keys"]:
+        del key["kid"]  # the registry derives RFC 7638 thumbprints
+    client, secret = auth_server.services.clients.register(
+        name="k", token_endpoint_auth_method="private_key_jwt", scope="system/*.rs", jwks=jwks
+    )
+    assert secret is None
+    assert client.jwks is not None
+    assert [k["kid"] for k in client.jwks["keys"]] == [es.thumbprint(), rs.thumbprint()]
+
+
+def _cli(auth_server: AuthServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PHR_MONGODB_URI": auth_server.settings.mongodb_uri or "",
+        "PHR_DB_NAME": auth_server.settings.db_name,
+        "PHR_ARGON2_PROFILE": "CHEAPEST",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "smart_auth", "clients", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_registers_a_client_whose_secret_works_once_printed(
+    auth_server: AuthServer, http: httpx.Client
+) -> None:
+    added = _cli(
+        auth_server, "add", "--name", "CLI app", "--auth-method", "client_secret_basic",
+        "--scope", "system/Patient.rs", "--client-id", "cli-app",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    printed = json.loads(added.stdout)
+    assert printed["client_id"] == "cli-app" and printed["client_secret"]
+    assert "not shown again" in added.stderr
+
+    listed = _cli(auth_server, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entry = next(c for c in json.loads(listed.stdout) if c["client_id"] == "cli-app")
+    assert "client_secret" not in entry and printed["client_secret"] not in listed.stdout
+
+    form = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
+    r = http.post("/auth/token", data=form, headers=basic("cli-app", printed["client_secret"]))
+    assert r.status_code == 200, r.text
+
+
+def test_cli_refuses_a_bad_registration(auth_server: AuthServer) -> None:
+    refused = _cli(
+        auth_server,
+        "add",
+        "--name",
+        "x",
+        "--auth-method",
+        "private_key_jwt",
+        "--scope",
+        "system/*.rs",
+    )
+    assert refused.returncode == 1 and "refused" in refused.stderr
