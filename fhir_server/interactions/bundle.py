@@ -331,19 +331,37 @@ def _response_entry(
     return entry(f"{base}/{item.resource_type}/{item.resource_id}", body, {"response": response})
 
 
-async def _get_entry(request: Request, item: Item, base: str) -> bytes:
-    headers = {"accept": "application/fhir+json"}
+async def _run(
+    request: Request, item: Item, base: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    """Run one entry as its own request through the app and describe the outcome as an entry."""
+    headers = {"accept": "application/fhir+json", **headers}
     if auth := request.headers.get("authorization"):
         headers["authorization"] = auth
-    sub = await dispatch(request.app, "GET", "/fhir/" + _relative(item.url, base), headers)
+    path = _relative(item.url, base)
+    sub = await dispatch(request.app, item.method, "/fhir/" + path, headers, body)
     response: dict[str, Any] = {"status": str(sub.status)}
-    for name in ("etag", "last-modified", "location"):
+    for name, field_name in (
+        ("etag", "etag"),
+        ("last-modified", "lastModified"),
+        ("location", "location"),
+    ):
         if name in sub.headers:
-            response[{"last-modified": "lastModified"}.get(name, name)] = sub.headers[name]
-    body = sub.body if sub.status < 300 and item.method == "GET" else None
+            response[field_name] = sub.headers[name]
+    resource = None
     if sub.status >= 400:
         response["outcome"] = orjson.loads(sub.body) if sub.body else None
-    return entry(f"{base}/{_relative(item.url, base).split('?')[0]}", body, {"response": response})
+    elif sub.body and item.method == "GET":
+        resource = sub.body
+    full_url = response.get("location", "").split("/_history/")[0] or f"{base}/{path.split('?')[0]}"
+    return entry(full_url, resource, {"response": response})
+
+
+def _error_entry(exc: FhirError) -> bytes:
+    outcome = orjson.loads(exc.outcome())
+    return entry(
+        f"urn:uuid:{uuid4()}", None, {"response": {"status": str(exc.status), "outcome": outcome}}
+    )
 
 
 async def transaction(request: Request, svc: Services, raw_entries: list[Any]) -> bytes:
@@ -362,7 +380,7 @@ async def transaction(request: Request, svc: Services, raw_entries: list[Any]) -
     out: list[bytes] = []
     for item in items:
         if item.method in {"GET", "HEAD"}:
-            out.append(await _get_entry(request, item, svc.base))
+            out.append(await _run(request, item, svc.base, {}))
         else:
             result = by_target.get((item.resource_type, str(item.resource_id)))
             out.append(_response_entry(svc.base, item, result, representation))
@@ -375,62 +393,21 @@ async def batch(request: Request, svc: Services, raw_entries: list[Any]) -> byte
     for index, raw in enumerate(raw_entries):
         try:
             item = _parse_entry(index, raw, svc.base)
-        except FhirError as exc:
-            out.append(
-                entry(
-                    f"urn:uuid:{uuid4()}",
-                    None,
-                    {
-                        "response": {
-                            "status": str(exc.status),
-                            "outcome": orjson.loads(exc.outcome()),
-                        }
-                    },
-                )
-            )
-            continue
-        headers = {"accept": "application/fhir+json", "content-type": "application/fhir+json"}
-        if auth := request.headers.get("authorization"):
-            headers["authorization"] = auth
-        if item.if_none_exist:
-            headers["if-none-exist"] = item.if_none_exist
-        if item.if_match is not None:
-            headers["if-match"] = f'W/"{item.if_match}"'
-        body = b""
-        if item.method == "PATCH":
-            try:
+            headers = {"content-type": "application/fhir+json"}
+            if item.if_none_exist:
+                headers["if-none-exist"] = item.if_none_exist
+            if item.if_match is not None:
+                headers["if-match"] = f'W/"{item.if_match}"'
+            body = b""
+            if item.method == "PATCH":
                 body = dumps(_patch_operations(item))
-            except FhirError as exc:
-                out.append(
-                    entry(
-                        f"urn:uuid:{uuid4()}",
-                        None,
-                        {
-                            "response": {
-                                "status": str(exc.status),
-                                "outcome": orjson.loads(exc.outcome()),
-                            }
-                        },
-                    )
-                )
-                continue
-            headers["content-type"] = "application/json-patch+json"
-        elif item.resource is not None and item.method in {"POST", "PUT"}:
-            body = dumps(item.resource)
-        sub = await dispatch(
-            request.app, item.method, "/fhir/" + _relative(item.url, svc.base), headers, body
-        )
-        response: dict[str, Any] = {"status": str(sub.status)}
-        for name in ("etag", "last-modified", "location"):
-            if name in sub.headers:
-                response[{"last-modified": "lastModified"}.get(name, name)] = sub.headers[name]
-        resource = None
-        if sub.status >= 400:
-            response["outcome"] = orjson.loads(sub.body) if sub.body else None
-        elif sub.body and item.method == "GET":
-            resource = sub.body
-        full_url = response.get("location", "").split("/_history/")[0] or f"urn:uuid:{uuid4()}"
-        out.append(entry(full_url, resource, {"response": response}))
+                headers["content-type"] = "application/json-patch+json"
+            elif item.resource is not None and item.method in {"POST", "PUT"}:
+                body = dumps(item.resource)
+        except FhirError as exc:
+            out.append(_error_entry(exc))
+            continue
+        out.append(await _run(request, item, svc.base, headers, body))
     return bundle("batch-response", [], out)
 
 
