@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
+import orjson
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,11 +23,17 @@ _FIELDS = {"json": 1, "v": 1, "lu": 1, "m": 1}
 _MEDIA = "application/json"
 
 
+def _db(request: Request) -> AsyncDatabase[Any]:
+    db: AsyncDatabase[Any] = request.app.state.services.repository.db
+    return db
+
+
 def _collection(request: Request) -> AsyncCollection[Any]:
-    coll: AsyncCollection[Any] = request.app.state.services.repository.db[
-        request.path_params["type"]
-    ]
-    return coll
+    return _db(request)[request.path_params["type"]]
+
+
+def _array(parts: list[bytes]) -> Response:
+    return Response(b"[" + b",".join(parts) + b"]", media_type=_MEDIA)
 
 
 async def bare_read(request: Request) -> Response:
@@ -44,8 +52,52 @@ async def bare_create(request: Request) -> Response:
     return Response(body, status_code=201, media_type=_MEDIA)
 
 
+async def bare_keys(request: Request) -> Response:
+    """GET /bare/_k/{type}?k=KEY|gte=LOW&lt=HIGH&limit=N: one `k` index query (W2's driver
+    query), answering the stored bytes as a JSON array."""
+    params = request.query_params
+    query = (
+        {"k": params["k"]} if "k" in params else {"k": {"$gte": params["gte"], "$lt": params["lt"]}}
+    )
+    limit = int(params.get("limit", "20"))
+    docs = await _collection(request).find(query, {"json": 1}).to_list(limit)
+    return _array([d["json"] for d in docs if d.get("json") is not None])
+
+
+async def bare_everything(request: Request) -> Response:
+    """GET /bare/_everything/{id}: the patient's compartment, `{pat: id}` on every type's
+    collection (W5), as a JSON array of the stored bytes."""
+    db, pid = _db(request), request.path_params["id"]
+    parts: list[bytes] = []
+    for name in sorted(await db.list_collection_names()):
+        if name[:1].isupper():
+            async for doc in db[name].find({"pat": pid}, {"json": 1}):
+                if doc.get("json") is not None:
+                    parts.append(doc["json"])
+    return _array(parts)
+
+
+async def bare_ingest(request: Request) -> Response:
+    """POST /bare/_ingest with a JSON array of already-resolved resources: one `insert_many` per
+    type into the same collections and indexes (W4), fresh ids, no search keys."""
+    repository = request.app.state.services.repository
+    at = now()
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in orjson.loads(await request.body()):
+        doc = {"_id": str(uuid4()), "v": 1, "lu": at, "m": "POST", "c": True, "pat": []}
+        doc["json"] = orjson.dumps(resource)
+        by_type.setdefault(resource["resourceType"], []).append(doc)
+    for rtype, docs in by_type.items():
+        await (await repository.collection(rtype)).insert_many(docs, ordered=True)
+    return Response(b'{"inserted":%d}' % sum(map(len, by_type.values())), media_type=_MEDIA)
+
+
 def bare_routes() -> list[Route]:
+    # Before the generic /bare/{type}/{id} and /bare/{type} patterns, which would match them too.
     return [
+        Route("/bare/_k/{type}", bare_keys, methods=["GET"]),
+        Route("/bare/_everything/{id}", bare_everything, methods=["GET"]),
+        Route("/bare/_ingest", bare_ingest, methods=["POST"]),
         Route("/bare/{type}/{id}", bare_read, methods=["GET"]),
         Route("/bare/{type}", bare_create, methods=["POST"]),
     ]

@@ -91,7 +91,7 @@ async def search_type(request: Request) -> Response:
     executor = Executor(svc.repository.db, svc.base, svc.settings.search_max_candidates)
     page, candidates = await executor.page(search, count)
 
-    bodies = await executor.fetch(resource_type, page.ids)
+    bodies = await executor.bodies(resource_type, candidates)
     entries = []
     subset = summary in {"true", "text", "data"} or bool(elements)
     for cid, body in zip(page.ids, bodies, strict=False):

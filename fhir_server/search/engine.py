@@ -20,6 +20,7 @@ from fhir_server.jsonbody import loads
 from fhir_server.search.definitions import search_params
 from fhir_server.search.index import indexed_params
 from fhir_server.search.query import (
+    RANK_EXACT,
     RESULT_PARAMS,
     KeyRange,
     ParsedSearch,
@@ -63,6 +64,7 @@ class Candidate:
     keys: frozenset[str]
     order: dict[str, Any]
     last_updated: Any
+    json: bytes | None = None  # the stored bytes, when the candidate query already read them
 
 
 @dataclass
@@ -221,6 +223,9 @@ class Executor:
                 )
             return await self._find(search.resource_type, {}, with_json)
         driver = max(drivable, key=lambda p: (p.ids is not None, p.rank))
+        # A selective driver (ids, exact keys) yields few candidates: read their bytes in the same
+        # query rather than in a second round trip for the page.
+        with_json = with_json or driver.ids is not None or driver.rank >= RANK_EXACT
         if driver.ids is not None:
             return await self._find(search.resource_type, {"_id": {"$in": driver.ids}}, with_json)
         assert driver.ranges is not None
@@ -278,7 +283,7 @@ class Executor:
             checks = [p.resource_test for p in search.predicates if p.resource_test]
             if checks and not all(check(loads(doc["json"])) for check in checks):
                 continue
-            out.append(Candidate(doc["_id"], keys, doc.get("o") or {}, doc["lu"]))
+            out.append(Candidate(doc["_id"], keys, doc.get("o") or {}, doc["lu"], doc.get("json")))
         return out
 
     async def page(self, search: Search, count: int) -> tuple[Page, list[Candidate]]:
@@ -306,6 +311,12 @@ class Executor:
         )
         previous_cursor = _encode_cursor(page[0], spec, "p") if page and start > 0 else None
         return Page(len(matches), [c.id for c in page], next_cursor, previous_cursor), page
+
+    async def bodies(self, resource_type: str, page: list[Candidate]) -> list[bytes]:
+        """The page's stored bytes, read now unless the candidate query already did."""
+        if all(c.json is not None for c in page):
+            return [c.json for c in page if c.json is not None]
+        return await self.fetch(resource_type, [c.id for c in page])
 
     async def fetch(self, resource_type: str, ids: list[str]) -> list[bytes]:
         """Stored bytes of live resources, in the order of `ids`."""

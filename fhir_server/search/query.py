@@ -59,7 +59,7 @@ MODIFIERS = {
     "uri": {"", "below", "missing"},
 }
 # Higher drives first: exact keys beat ranges beat whole-parameter scans.
-_RANK_EXACT, _RANK_RANGE, _RANK_WIDE = 3, 2, 1
+RANK_EXACT, RANK_RANGE, RANK_WIDE = 3, 2, 1
 
 
 def after(prefix: str) -> str:
@@ -140,7 +140,7 @@ def _missing(param: SearchParam, value: str) -> Predicate:
     ranges = [_wide(param.code)]
     has = _keys_test(ranges)
     if value == "false":
-        return Predicate(param.code, ranges, has, _RANK_WIDE)
+        return Predicate(param.code, ranges, has, RANK_WIDE)
     return Predicate(param.code, None, lambda keys: not has(keys), 0)
 
 
@@ -156,7 +156,7 @@ def _token(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
     code = param.code
     if modifier == "text":
         texts = [prefix_range(f"{code}:text{VALUE}{normalise_string(v)}") for v in values]
-        return Predicate(code, texts, _keys_test(texts), _RANK_RANGE)
+        return Predicate(code, texts, _keys_test(texts), RANK_RANGE)
     ranges: list[KeyRange] = []
     exact = True
     suffix_tests: list[Test] = []
@@ -180,7 +180,7 @@ def _token(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
     if modifier == "not":
         return Predicate(code, None, lambda keys: not test(keys), 0)
     drive = [_wide(code)] if suffix_tests else ranges
-    rank = _RANK_WIDE if suffix_tests else (_RANK_EXACT if exact else _RANK_RANGE)
+    rank = RANK_WIDE if suffix_tests else (RANK_EXACT if exact else RANK_RANGE)
     return Predicate(code, drive, test, rank)
 
 
@@ -207,7 +207,7 @@ def _reference(param: SearchParam, modifier: str, values: list[str], base: str) 
             system, token = split_token(value)
             key = f"{code}:identifier{VALUE}{token}{PART}"
             ranges.append((key + system, None) if system is not None else prefix_range(key))
-        return Predicate(code, ranges, _keys_test(ranges), _RANK_EXACT)
+        return Predicate(code, ranges, _keys_test(ranges), RANK_EXACT)
     type_modifier = modifier or None
     if type_modifier and type_modifier not in param.targets:
         raise bad_request(f"{code}:{type_modifier} is not a target type of {code}")
@@ -217,7 +217,7 @@ def _reference(param: SearchParam, modifier: str, values: list[str], base: str) 
             value = value[len(base) + 1 :]
         for target in reference_targets(param, value, type_modifier):
             ranges.append((f"{code}{VALUE}{target}", None))
-    return Predicate(code, ranges, _keys_test(ranges), _RANK_EXACT)
+    return Predicate(code, ranges, _keys_test(ranges), RANK_EXACT)
 
 
 def _string(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
@@ -231,7 +231,7 @@ def _string(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
             lambda keys: any(
                 k.startswith(prefix) and n in k[len(prefix) :] for k in keys for n in normals
             ),
-            _RANK_WIDE,
+            RANK_WIDE,
         )
     ranges = [prefix_range(f"{code}{VALUE}{n}") if n else _wide(code) for n in normals]
     if modifier == "exact":
@@ -242,8 +242,8 @@ def _string(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
         def exact(resource: dict[str, Any]) -> bool:
             return any(s in wanted for v in param.values(resource) for s in strings(v))
 
-        return Predicate(code, exact_ranges, _keys_test(exact_ranges), _RANK_EXACT, None, exact)
-    return Predicate(code, ranges, _keys_test(ranges), _RANK_RANGE)
+        return Predicate(code, exact_ranges, _keys_test(exact_ranges), RANK_EXACT, None, exact)
+    return Predicate(code, ranges, _keys_test(ranges), RANK_RANGE)
 
 
 def _split_prefix(value: str) -> tuple[str, str]:
@@ -326,7 +326,7 @@ def _date(param: SearchParam, values: list[str]) -> Predicate:
             for rlo, rhi in pairs
         )
 
-    return Predicate(code, ranges, test, _RANK_RANGE)
+    return Predicate(code, ranges, test, RANK_RANGE)
 
 
 def _number_test(op: str, number: Decimal, low: Decimal, high: Decimal, x: Decimal) -> bool:
@@ -397,16 +397,16 @@ def _quantity(param: SearchParam, values: list[str]) -> Predicate:
                     return True
         return False
 
-    return Predicate(code, ranges, test, _RANK_RANGE)
+    return Predicate(code, ranges, test, RANK_RANGE)
 
 
 def _uri(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
     code = param.code
     if modifier == "below":
         ranges = [prefix_range(f"{code}{VALUE}{v}") for v in values]
-        return Predicate(code, ranges, _keys_test(ranges), _RANK_RANGE)
+        return Predicate(code, ranges, _keys_test(ranges), RANK_RANGE)
     ranges = [(f"{code}{VALUE}{v}", None) for v in values]
-    return Predicate(code, ranges, _keys_test(ranges), _RANK_EXACT)
+    return Predicate(code, ranges, _keys_test(ranges), RANK_EXACT)
 
 
 def predicate(param: SearchParam, modifier: str, raw: str, base: str) -> Predicate:
