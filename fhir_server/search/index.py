@@ -39,37 +39,71 @@ def indexed_params(resource_type: str) -> tuple[SearchParam, ...]:
     )
 
 
-def param_keys(param: SearchParam, resource: dict[str, Any], base: str) -> tuple[list[str], Any]:
-    """(keys without patient prefix, sort key or None) for one parameter."""
-    code = param.code
+# Value keys of one expression branch, without the parameter code: (suffix, key) pairs where the
+# suffix ("", ":text", ":identifier") goes after the code, plus sort candidates.
+Found = tuple[list[tuple[str, str]], list[Any]]
+
+
+def _value_keys(kind: str, values: list[Any], base: str) -> Found:
+    keys: list[tuple[str, str]] = []
+    sort: list[Any] = []
+    for value in values:
+        if kind == "string":
+            found = string_keys(value)
+            keys += [("", s) for s in found]
+            sort += found
+        elif kind == "token":
+            tokens, texts = token_keys(value)
+            keys += [("", t) for t in tokens] + [(":text", t) for t in texts]
+            sort += tokens
+        elif kind == "reference":
+            refs, identifiers = reference_keys(value, base)
+            keys += [("", r) for r in refs] + [(":identifier", i) for i in identifiers]
+            sort += refs
+        elif kind == "date":
+            for low, high in date_keys(value):
+                keys += [("", f"<{low}{PART}{high}"), ("", f">{high}")]
+                sort.append(low)
+        elif kind in {"number", "quantity"}:
+            found = quantity_keys(value)
+            keys += [("", q) for q in found]
+            sort += [q for q in found if not q.startswith("#")]
+        elif kind == "uri" and isinstance(value, str):
+            keys.append(("", value))
+            sort.append(value)
+    return keys, sort
+
+
+@cache
+def _with_first_keys(resource_type: str) -> tuple[tuple[SearchParam, frozenset[str] | None], ...]:
+    """Each indexed parameter with the top-level elements its expression can start from (None
+    when some branch is evaluated by the general FHIRPath engine and may yield values anyway)."""
+    out = []
+    for param in indexed_params(resource_type):
+        union: frozenset[str] | None = frozenset()
+        for part in param.parts:
+            union = None if union is None or part.first_keys is None else union | part.first_keys
+        out.append((param, union))
+    return tuple(out)
+
+
+def param_keys(
+    param: SearchParam, resource: dict[str, Any], base: str, memo: dict[Any, Found] | None = None
+) -> tuple[list[str], Any]:
+    """(keys without patient prefix, sort key or None) for one parameter. `memo` shares the work
+    of branches several parameters have in common (`code` and `combo-code`, `subject` and
+    `patient`) within one resource."""
     keys: list[str] = []
     sort: list[Any] = []
-    for value in param.values(resource):
-        if param.type == "string":
-            found = string_keys(value)
-            keys += [f"{code}{VALUE}{s}" for s in found]
-            sort += found
-        elif param.type == "token":
-            tokens, texts = token_keys(value)
-            keys += [f"{code}{VALUE}{t}" for t in tokens]
-            keys += [f"{code}:text{VALUE}{t}" for t in texts]
-            sort += tokens
-        elif param.type == "reference":
-            refs, identifiers = reference_keys(value, base)
-            keys += [f"{code}{VALUE}{r}" for r in refs]
-            keys += [f"{code}:identifier{VALUE}{i}" for i in identifiers]
-            sort += refs
-        elif param.type == "date":
-            for low, high in date_keys(value):
-                keys += [f"{code}{VALUE}<{low}{PART}{high}", f"{code}{VALUE}>{high}"]
-                sort.append(low)
-        elif param.type in {"number", "quantity"}:
-            found = quantity_keys(value)
-            keys += [f"{code}{VALUE}{q}" for q in found]
-            sort += [q for q in found if not q.startswith("#")]
-        elif param.type == "uri" and isinstance(value, str):
-            keys.append(f"{code}{VALUE}{value}")
-            sort.append(value)
+    for part in param.parts:
+        memo_key = (param.type, part.expression, part.target_type)
+        found = memo.get(memo_key) if memo is not None else None
+        if found is None:
+            found = _value_keys(param.type, part.values(resource), base)
+            if memo is not None:
+                memo[memo_key] = found
+        keys += [f"{param.code}{suffix}{VALUE}{key}" for suffix, key in found[0]]
+        sort += found[1]
     return keys, (min(sort) if sort else None)
 
 
@@ -79,8 +113,12 @@ def index_fields(
     """The `k` and `o` fields stored with a resource."""
     keys: list[str] = []
     order: dict[str, Any] = {}
-    for param in indexed_params(resource_type):
-        found, sort = param_keys(param, resource, base)
+    memo: dict[Any, Found] = {}
+    present = resource.keys()
+    for param, first_keys in _with_first_keys(resource_type):
+        if first_keys is not None and first_keys.isdisjoint(present):
+            continue  # none of the elements it reads is there: no value, nothing to evaluate
+        found, sort = param_keys(param, resource, base, memo)
         keys += found
         if sort is not None:
             order[param.code] = sort
