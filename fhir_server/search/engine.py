@@ -56,6 +56,7 @@ class Search:
     result: dict[str, list[str]] = field(default_factory=dict)
     ignored: list[Issue] = field(default_factory=list)
     patient: str | None = None  # compartment the search is confined to
+    scope: Predicate | None = None  # the parameter that named that patient
 
 
 @dataclass
@@ -222,7 +223,11 @@ class Executor:
                     "too-costly",
                 )
             return await self._find(search.resource_type, {}, with_json)
-        driver = max(drivable, key=lambda p: (p.ids is not None, p.rank))
+        if search.patient and len(drivable) > 1:
+            # The compartment is already in every patient-prefixed key: let another parameter
+            # drive, so `patient=P&code=X` reads P's X keys, not all of P's resources.
+            drivable = [p for p in drivable if p is not search.scope] or drivable
+        driver = max(drivable, key=lambda p: (p.ids is not None, p.rank, p.kind == "date"))
         # A selective driver (ids, exact keys) yields few candidates: read their bytes in the same
         # query rather than in a second round trip for the page.
         with_json = with_json or driver.ids is not None or driver.rank >= RANK_EXACT
@@ -448,4 +453,5 @@ def confine(search: Search, about: list[str]) -> None:
             prefix = f"{pred.name}{VALUE}Patient/"
             if high is None and low.startswith(prefix):
                 search.patient = low[len(prefix) :]
+                search.scope = pred
                 return

@@ -82,6 +82,7 @@ class Predicate:
     ids: list[str] | None = None  # `_id`: served from the document key
     # Checks keys cannot answer (`:exact` needs the original text), run on the stored resource.
     resource_test: Callable[[dict[str, Any]], bool] | None = None
+    kind: str = ""  # the parameter type (dates break ties between equally ranked drivers)
 
     def drivable(self) -> bool:
         return self.ranges is not None or self.ids is not None
@@ -326,7 +327,7 @@ def _date(param: SearchParam, values: list[str]) -> Predicate:
             for rlo, rhi in pairs
         )
 
-    return Predicate(code, ranges, test, RANK_RANGE)
+    return Predicate(code, ranges, test, RANK_RANGE, kind="date")
 
 
 def _number_test(op: str, number: Decimal, low: Decimal, high: Decimal, x: Decimal) -> bool:
