@@ -447,8 +447,11 @@ __all__ = [
 def confine(search: Search, about: list[str]) -> None:
     """Confine a search to one patient's compartment when a compartment parameter names exactly
     one Patient (`patient=123`), so other parameters drive patient-prefixed index keys."""
+    if not about:
+        return  # the type has no patient compartment, so its keys carry no patient prefix
+    names = {*about, "patient"}  # `patient` is the compartment's own parameter wherever defined
     for pred in search.predicates:
-        if pred.name in about and pred.ranges and len(pred.ranges) == 1:
+        if pred.name in names and pred.ranges and len(pred.ranges) == 1:
             low, high = pred.ranges[0]
             prefix = f"{pred.name}{VALUE}Patient/"
             if high is None and low.startswith(prefix):

@@ -187,16 +187,18 @@ def _token(param: SearchParam, modifier: str, values: list[str]) -> Predicate:
 
 def reference_targets(param: SearchParam, value: str, type_modifier: str | None) -> list[str]:
     """The literal reference keys a reference search value means."""
-    if "/" in value and not value.startswith(("http://", "https://", "urn:")):
-        parts = value.split("/")
-        if len(parts) >= 2:
-            value = "/".join(parts[-2:]) if len(parts) == 2 else value
+    value = value.split("/_history/", 1)[0]
+    if value.startswith(("http://", "https://", "urn:")):
+        return [value]
+    if "/" in value:
         if type_modifier and not value.startswith(type_modifier + "/"):
             return []
         return [value]
-    if value.startswith(("http://", "https://", "urn:")):
-        return [value]
-    types = [type_modifier] if type_modifier else list(param.targets)
+    if type_modifier:
+        return [f"{type_modifier}/{value}"]
+    # A bare id names every target type, except that a parameter called `patient` means a Patient
+    # (its official targets also list Group, but a patient-scoped search is about a Patient).
+    types = ["Patient"] if param.code == "patient" and "Patient" in param.targets else param.targets
     return [f"{t}/{value}" for t in types]
 
 

@@ -479,3 +479,16 @@ def test_meta_uri_missing_and_identifier_parameters(client):
     # a search with nothing to drive it from an index is refused rather than scanned
     r = client.get("/Observation?_profile:missing=true")
     assert r.status_code == 400 and "index" in r.text
+
+
+def test_patient_parameter_forms_on_non_compartment_types(client):
+    # Person is outside the patient compartment: `patient=` must still find it (no confinement)
+    tag = uuid.uuid4().hex[:8]
+    pid = f"pp-{tag}"
+    put(client, {"resourceType": "Patient", "id": pid})
+    person = create(
+        client, {"resourceType": "Person", "link": [{"target": {"reference": f"Patient/{pid}"}}]}
+    )
+    assert ids(search(client, f"/Person?patient={pid}")) == {person["id"]}
+    versioned = search(client, f"/Person?patient=Patient/{pid}/_history/1")
+    assert ids(versioned) == {person["id"]}
