@@ -9,7 +9,9 @@ import sys
 
 from bench.harness import Config, run
 
-WORKLOADS = ("w1", "w3")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+SETS = (10, 105)  # Synthea sets (960 resources each) of the W2 growth and main datasets
+QUICK_SETS = (1, 1)  # one dataset, no W2 growth run
 
 
 def main(argv: list[str]) -> int:
@@ -27,13 +29,30 @@ def main(argv: list[str]) -> int:
         help="keep the driver's retryable writes on, as deployed (slows SecantusDB; see docs)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run (~25 s): 2 pairs of 1 s trials, seed 200"
+        "--sets",
+        type=int,
+        nargs=2,
+        default=SETS,
+        metavar=("SMALL", "LARGE"),
+        help="Synthea clone sets (960 resources each, plus a 957-resource W5 patient) of the W2"
+        " growth and the main dataset (W2, W4, W5)",
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild the cached datasets (bench/.cache/)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~50 s): 2 pairs of 1 s trials, seed 200, a 1-set dataset, no W2 growth",
     )
     args = parser.parse_args(argv)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress as it happens, also in a pipe
+    if not 1 <= args.sets[0] < args.sets[1]:
+        parser.error("--sets SMALL LARGE needs 1 <= SMALL < LARGE")
     if args.quick:
-        args.duration, args.pairs, args.warmup, args.seed = 1, 2, 1, 200
+        args.duration, args.pairs, args.warmup, args.seed = 1, 2, 0, 200
+        args.sets = QUICK_SETS
     if min(args.duration, args.pairs, args.connections, args.seed) < 1 or args.warmup < 0:
         parser.error("--duration, --pairs, --connections and --seed must be >= 1")
     config = Config(
@@ -45,6 +64,9 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         pin=not args.no_pin,
         retry_writes=args.retry_writes,
+        sets=(args.sets[0], args.sets[1]),
+        rebuild=args.rebuild,
+        quick=args.quick,
     )
     # SIGTERM unwinds like Ctrl-C, so the server and the database are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -15,10 +15,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
 _RESULT = re.compile(r"^BENCH_RESULT (.*)$", re.MULTILINE)
@@ -44,6 +48,7 @@ class Sample:
     errors: int  # connect/read/write/timeout
     status_errors: int  # responses with status >= 400
     p50_ms: float
+    p95_ms: float
     p99_ms: float
 
     @property
@@ -66,6 +71,7 @@ def parse_result(output: str) -> Sample:
         errors=int(fields["errors"]),
         status_errors=int(fields["status_errors"]),
         p50_ms=float(fields["p50_us"]) / 1000,
+        p95_ms=float(fields["p95_us"]) / 1000,
         p99_ms=float(fields["p99_us"]) / 1000,
     )
 
@@ -79,6 +85,8 @@ class LoadGenerator:
         self.host, self.port, self.workdir = host, port, workdir
         self.connections, self.pin = connections, pin
         self.tool = "wrk" if shutil.which("wrk") else "python"
+        # A private copy: the run keeps one script even if the working tree changes meanwhile.
+        self.script = Path(shutil.copy(WRK_SCRIPT, workdir / WRK_SCRIPT.name))
 
     def _files(self, target: Target) -> tuple[Path, Path | None]:
         paths = self.workdir / f"{target.name}.paths"
@@ -89,15 +97,15 @@ class LoadGenerator:
             body.write_bytes(target.body)
         return paths, body
 
-    def command(self, target: Target, seconds: int) -> list[str]:
+    def command(self, target: Target, seconds: int, connections: int) -> list[str]:
         paths, body = self._files(target)
         if self.tool == "wrk":
             url = f"http://{self.host}:{self.port}"
             args = [target.method, str(paths)]
             if body is not None:
                 args += [str(body), target.content_type]
-            opts = ["-t1", f"-c{self.connections}", f"-d{seconds}s", "--timeout", "10s"]
-            return [*self.pin, "wrk", *opts, "-s", str(WRK_SCRIPT), url, "--", *args]
+            opts = ["-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+            return [*self.pin, "wrk", *opts, "-s", str(self.script), url, "--", *args]
         spec = {
             "host": self.host,
             "port": self.port,
@@ -106,15 +114,16 @@ class LoadGenerator:
             "body": str(body) if body else None,
             "content_type": target.content_type,
             "seconds": seconds,
-            "connections": self.connections,
+            "connections": connections,
         }
         spec_file = self.workdir / f"{target.name}.spec.json"
         spec_file.write_text(json.dumps(spec))
         return [*self.pin, sys.executable, "-m", "bench.load", str(spec_file)]
 
-    def run(self, target: Target, seconds: int) -> Sample:
+    def run(self, target: Target, seconds: int, connections: int | None = None) -> Sample:
+        """A closed-model trial: `connections` (default: the generator's) send back to back."""
         out = subprocess.run(
-            self.command(target, seconds),
+            self.command(target, seconds, connections or self.connections),
             capture_output=True,
             text=True,
             timeout=seconds + 60,
@@ -122,6 +131,55 @@ class LoadGenerator:
             cwd=Path(__file__).resolve().parent.parent,
         )
         return parse_result(out.stdout)
+
+
+def drain(url: str, target: Target, connections: int, seconds: int) -> Sample:
+    """A closed-model trial that finishes every request it starts, for requests that take seconds
+    (W4 bundles): `connections` threads send back to back until `seconds` have passed, and the
+    trial lasts until the last answer, where wrk would drop the requests still in flight."""
+    latencies: list[float] = []
+    failures = {"errors": 0, "status": 0}
+    lock = threading.Lock()
+    headers = {"Content-Type": target.content_type}
+    limits = httpx.Limits(max_connections=connections)
+    with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        def worker(n: int) -> None:
+            rng = random.Random(n)
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                try:
+                    response = client.request(
+                        target.method,
+                        rng.choice(target.paths),
+                        content=target.body,
+                        headers=headers,
+                    )
+                except httpx.HTTPError:
+                    with lock:
+                        failures["errors"] += 1
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - sent)
+                    failures["status"] += response.status_code >= 400
+
+        with ThreadPoolExecutor(connections) as pool:
+            list(pool.map(worker, range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Sample(
+        len(latencies),
+        elapsed,
+        failures["errors"],
+        failures["status"],
+        *(_percentile(latencies, q) * 1000 for q in (0.5, 0.95, 0.99)),
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[int(q * (len(ordered) - 1))] if ordered else 0.0
 
 
 # -- the Python fallback client -------------------------------------------------------------------
@@ -183,12 +241,12 @@ async def _drive(spec: dict[str, Any], requests: list[bytes]) -> str:
     latencies.sort()
 
     def pct(q: float) -> float:
-        return latencies[int(q * (len(latencies) - 1))] * 1e6 if latencies else 0.0
+        return _percentile(latencies, q) * 1e6
 
     return (
         f"BENCH_RESULT requests={len(latencies)} duration_us={int(elapsed * 1e6)}"
         f" errors={sum(r[0] for r in results)} status_errors={sum(r[1] for r in results)}"
-        f" p50_us={pct(0.5):.1f} p99_us={pct(0.99):.1f}"
+        f" p50_us={pct(0.5):.1f} p95_us={pct(0.95):.1f} p99_us={pct(0.99):.1f}"
     )
 
 

@@ -28,7 +28,8 @@ end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "BENCH_RESULT requests=%d duration_us=%d errors=%d status_errors=%d p50_us=%.1f p99_us=%.1f\n",
+    "BENCH_RESULT requests=%d duration_us=%d errors=%d status_errors=%d p50_us=%.1f p95_us=%.1f"
+    .. " p99_us=%.1f\n",
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end

@@ -1,4 +1,5 @@
-"""`python -m bench --quick` runs end to end: database, server, seeding, wrk or the Python client.
+"""`python -m bench --quick` runs end to end: database, server, seeding, the cached Synthea
+datasets (built on first use), wrk or the Python client, every workload.
 
 No timing assertions: a 2-core CI box is too noisy for them (docs/benchmarks.md).
 """
@@ -31,5 +32,5 @@ def test_quick_bench_reports_a_ratio_per_workload() -> None:
             output, _ = bench.communicate(timeout=60)
             pytest.fail(f"python -m bench --quick took over 180 s:\n{output}")
     assert bench.returncode == 0, output
-    for workload in ("w1", "w3"):
+    for workload in ("w1", "w2", "w2-variant", "w3", "w4", "w5"):
         assert re.search(rf"^{workload} ratio C/B: median \d+\.\d+ ", output, re.MULTILINE), output
