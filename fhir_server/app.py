@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fhir_server.bearer import AccessMiddleware, FhirCors
 from fhir_server.capabilities import capability_statement
 from fhir_server.errors import FHIR_JSON, FhirError, unavailable
 from fhir_server.indexing import ResourceIndexer
@@ -23,6 +24,9 @@ from fhir_server.services import Services, services
 from fhir_server.settings import Settings, get_settings
 from fhir_server.storage.database import connect, is_unavailable
 from fhir_server.storage.repository import Repository
+from smart_auth.router import auth_router, smart_configuration
+from smart_auth.services import AuthServices
+from smart_auth.settings import AuthSettings
 
 log = logging.getLogger("phr")
 _ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
@@ -93,9 +97,22 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
+def auth_settings(settings: Settings) -> AuthSettings:
+    """The authorization server's settings, on the FHIR server's database and public URL."""
+    return AuthSettings(
+        mongodb_uri=settings.mongodb_uri,
+        db_name=settings.db_name,
+        db_timeout_ms=settings.db_timeout_ms,
+        port=settings.port,
+        base_url=settings.public_base,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    auth = AuthServices.create(auth_settings(settings), fhir_base=settings.fhir_base)
+    smart = smart_configuration(auth.settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,16 +121,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(settings, repository)
         try:
             await repository.ensure_history_indexes()
+            await auth.start()
         except PyMongoError as exc:
             log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
         yield
+        auth.close()
         await client.close()
 
+    async def smart_discovery(request: Request) -> Response:
+        """SMART App Launch discovery, always JSON (checklist 1.1-1.4), readable cross-origin."""
+        return JSONResponse(smart, headers={"Access-Control-Allow-Origin": "*"})
+
     app = FastAPI(title="PHR server", lifespan=lifespan, openapi_url=None, docs_url=None)
+    app.state.auth = auth
     app.state.capability_statement = capability_statement(
-        settings.fhir_base, [(i.code, i.level) for i in INTERACTIONS]
+        settings.fhir_base, [(i.code, i.level) for i in INTERACTIONS], smart
+    )
+    app.router.routes.append(
+        Route("/fhir/.well-known/smart-configuration", smart_discovery, methods=["GET", "HEAD"])
     )
     app.router.routes.extend(fhir_routes())
+    app.include_router(auth_router(auth))
     app.router.routes.extend([Route("/healthz", healthz), Route("/readyz", readyz)])
     if settings.bench_routes:
         from fhir_server.bench_routes import bare_routes
@@ -124,5 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(PyMongoError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(AccessMiddleware)
+    app.add_middleware(FhirCors)
     app.add_middleware(RequestLogMiddleware)
     return app

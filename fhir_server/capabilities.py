@@ -31,8 +31,48 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return params
 
 
-def capability_statement(base: str, interactions: list[tuple[str, str]]) -> bytes:
-    """`interactions` is (code, level) for every implemented interaction."""
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+# SMART configuration field -> the oauth-uris extension's sub-extension (SMART App Launch 2.2,
+# conformance.html#declaring-support-for-oauth2-endpoints; the Python `fhirclient` reads only this)
+_OAUTH_URI_NAMES = {
+    "authorization_endpoint": "authorize",
+    "token_endpoint": "token",
+    "introspection_endpoint": "introspect",
+    "revocation_endpoint": "revoke",
+    "registration_endpoint": "register",
+    "management_endpoint": "manage",
+}
+
+
+def security(smart: dict[str, Any]) -> dict[str, Any]:
+    """`rest.security`: SMART-on-FHIR with the endpoints the discovery document lists."""
+    uris = [
+        {"url": name, "valueUri": smart[field]}
+        for field, name in _OAUTH_URI_NAMES.items()
+        if isinstance(smart.get(field), str)
+    ]
+    return {
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+            }
+        ],
+        "extension": [{"url": OAUTH_URIS, "extension": uris}],
+    }
+
+
+def capability_statement(
+    base: str, interactions: list[tuple[str, str]], smart: dict[str, Any] | None = None
+) -> bytes:
+    """`interactions` is (code, level) for every implemented interaction; `smart` is the SMART
+    discovery document, whose endpoints `rest.security` repeats."""
     type_codes = list(
         dict.fromkeys(
             c for c, level in interactions if level in {"type", "instance"} and c[0] != "$"
@@ -78,6 +118,7 @@ def capability_statement(base: str, interactions: list[tuple[str, str]]) -> byte
         "rest": [
             {
                 "mode": "server",
+                **({"security": security(smart)} if smart else {}),
                 "resource": resources,
                 "interaction": [{"code": c} for c in system_codes],
             }

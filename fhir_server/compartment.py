@@ -24,7 +24,7 @@ def _compartment_search_params(resource_type: str) -> tuple[SearchParam, ...]:
 def compartment_patients(resource_type: str, resource: dict[str, Any], base: str) -> list[str]:
     """Ids of the patients this resource is about (a Patient is in its own compartment)."""
     if resource_type == "Patient":
-        return [resource["id"]]
+        return [resource["id"]] if isinstance(resource.get("id"), str) else []  # not yet created
     found: list[str] = []
     for param in _compartment_search_params(resource_type):
         for value in param.values(resource):

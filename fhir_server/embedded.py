@@ -50,6 +50,12 @@ class EmbeddedDatabase:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def uri_file(self) -> Path:
+        """Where a running launcher leaves the URI, so `python -m smart_auth` and the loader find
+        the embedded database without being told (`var/db.uri` beside `var/db`)."""
+        return self.data_dir.with_name(self.data_dir.name + ".uri")
+
+    @property
     def uri(self) -> str:
         # retryWrites=false: SecantusDB 0.7.0b3 rescans every retryable-write record it keeps (30
         # minutes, up to 10,000) on each write, so with retries on, writes slow down ~7x under load.
@@ -94,11 +100,13 @@ class EmbeddedDatabase:
         log.info(
             "embedded database", extra={"fields": {"port": self.port, "dir": str(self.data_dir)}}
         )
+        self.uri_file.write_text(self.uri + "\n")
         return self
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        self.uri_file.unlink(missing_ok=True)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=20)

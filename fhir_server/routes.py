@@ -43,6 +43,8 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("update", "type", "PUT", "/{type}", conditional.update),
     Interaction("delete", "type", "DELETE", "/{type}", conditional.delete),
     Interaction("history-type", "type", "GET", "/{type}/_history", history.history_type),
+    # before `read`, whose {id} would otherwise take "$everything"
+    Interaction("$everything", "type", "GET", "/{type}/$everything", everything.everything_type),
     Interaction("read", "instance", "GET", "/{type}/{id}", instance.read),
     Interaction("update", "instance", "PUT", "/{type}/{id}", instance.update),
     Interaction("patch", "instance", "PATCH", "/{type}/{id}", instance.patch),

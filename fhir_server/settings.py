@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     everything_count_max: int = Field(default=5000, description="largest page of $everything")
     bundle_max_entries: int = Field(default=20000, description="most entries in one Bundle")
     log_level: str = Field(default="INFO", description="log level")
+    self_consent_age: int = Field(
+        default=16, ge=0, le=25, description="age at which a guardian's consent for a minor lapses"
+    )
     bench_routes: bool = Field(default=False, description="expose bare baseline routes (bench)")
 
     @property

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
-from seed_data.loader import LoaderError, Options, run
+from seed_data.loader import Credentials, LoaderError, Options, run
 
 
 def _positive(text: str) -> int:
@@ -37,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
         help="FHIR base of a running server (e.g. http://localhost:8080/fhir); without it the "
         "data goes into the configured database in this process (PHR_MONGODB_URI, or the "
         "embedded database in PHR_DATA_DIR)",
+    )
+    load.add_argument(
+        "--client-id",
+        default=os.environ.get("PHR_CLIENT_ID"),
+        help="with --url: a backend client (client_credentials; default PHR_CLIENT_ID, secret in "
+        "PHR_CLIENT_SECRET); or give a bearer token in PHR_ACCESS_TOKEN",
     )
     load.add_argument(
         "--workers",
@@ -85,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or (2 if args.url else 1)
     options = Options(workers=workers, batch_size=args.batch_size, progress=not args.quiet)
     try:
-        report = asyncio.run(run(args.paths, args.url, options, dry=args.dry_run))
+        credentials = Credentials(
+            token=os.environ.get("PHR_ACCESS_TOKEN"),
+            client_id=args.client_id,
+            client_secret=os.environ.get("PHR_CLIENT_SECRET"),
+        )
+        report = asyncio.run(
+            run(args.paths, args.url, options, dry=args.dry_run, credentials=credentials)
+        )
     except LoaderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

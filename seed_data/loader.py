@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from seed_data import auth
 from seed_data.progress import Progress
 from seed_data.report import FAILED, INVALID, LOADED, UNCHANGED, Failure, Report
 from seed_data.sources import (
@@ -334,8 +335,45 @@ def _files(paths: list[Path]) -> list[Path]:
 # -- where the server is -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate to a running server: a token, or a backend client's id and secret."""
+
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    tokens: auth.TokenAuth | None = None  # tokens from elsewhere (the demo seeder's, minted)
+
+
+async def _auth(client: httpx.AsyncClient, url: str, credentials: Credentials) -> httpx.Auth:
+    if credentials.tokens is not None:
+        return credentials.tokens
+    if credentials.token:
+        return auth.given(credentials.token)
+    if not (credentials.client_id and credentials.client_secret):
+        raise LoaderError(
+            "the server needs a bearer token: set PHR_ACCESS_TOKEN, or pass --client-id with "
+            "PHR_CLIENT_SECRET for a backend client (python -m smart_auth clients add)"
+        )
+    try:
+        smart = (await client.get(url + "/.well-known/smart-configuration")).json()
+        token_url = smart["token_endpoint"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        raise LoaderError(
+            f"{url}/.well-known/smart-configuration names no token endpoint"
+        ) from None
+    found = auth.client_credentials(token_url, credentials.client_id, credentials.client_secret)
+    try:
+        await found.current()
+    except httpx.HTTPError as exc:
+        raise LoaderError(f"no token for client {credentials.client_id}: {exc}") from None
+    return found
+
+
 @asynccontextmanager
-async def remote(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+async def remote(
+    url: str, credentials: Credentials = Credentials()
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """A client for a running server at `url` (its FHIR base, e.g. http://localhost:8080/fhir)."""
     url = url.rstrip("/")
     timeout = httpx.Timeout(600.0, connect=10.0)
@@ -347,6 +385,7 @@ async def remote(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
             raise LoaderError(f"cannot reach the server at {url}: {exc}") from None
         if response.status_code != 200:
             raise LoaderError(f"{url}/metadata answered {response.status_code}: is it a FHIR base?")
+        client.auth = await _auth(client, url, credentials)
         yield client, url
 
 
@@ -378,7 +417,10 @@ async def in_process() -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://phr.local", timeout=httpx.Timeout(600.0)
+                transport=transport,
+                base_url="http://phr.local",
+                timeout=httpx.Timeout(600.0),
+                auth=auth.minted(app.state.auth),
             ) as client:
                 ready = await client.get("/readyz")
                 if ready.status_code != 200:
@@ -392,17 +434,25 @@ async def in_process() -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
             get_settings.cache_clear()
 
 
-async def run(paths: list[Path], url: str | None, options: Options, *, dry: bool = False) -> Report:
+async def run(
+    paths: list[Path],
+    url: str | None,
+    options: Options,
+    *,
+    dry: bool = False,
+    credentials: Credentials = Credentials(),
+) -> Report:
     if dry:
         return await dry_run(paths, options)
     _files(paths)  # fail on a bad path before starting anything
-    target = remote(url) if url else in_process()
+    target = remote(url, credentials) if url else in_process()
     async with target as (client, base):
         return await load(paths, client, base, options)
 
 
 __all__ = [
     "Answer",
+    "Credentials",
     "LoaderError",
     "Options",
     "Sender",

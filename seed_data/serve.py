@@ -25,8 +25,11 @@ import httpx
 from fhir_server import cli as fhir_cli
 from fhir_server.logs import configure_logging
 from fhir_server.settings import get_settings
-from seed_data.loader import LoaderError, Options, load, remote
+from seed_data import auth
+from seed_data.loader import Credentials, LoaderError, Options, load, remote
 from seed_data.report import Report
+from smart_auth.services import AuthServices
+from smart_auth.settings import AuthSettings
 
 DEMO = Path(__file__).resolve().parent / "demo"
 FAMILY = "01-family.json"  # the Patients (and who may see what): loaded last
@@ -99,11 +102,20 @@ class DemoSeeder:
             return False
 
     async def seed(self) -> None:
-        fhir = self.root_url + "/fhir"
         async with httpx.AsyncClient(timeout=30) as client:
             if not await self.wait_ready(client):
                 log.error("demo scenario: the server was not ready in %.0f s", READY_TIMEOUT)
                 return
+        # The launcher has started the database by now (PHR_MONGODB_URI is set): sign the
+        # loader's tokens with the server's own keys.
+        services = AuthServices.create(AuthSettings())
+        try:
+            await self._seed(self.root_url + "/fhir", auth.minted(services))
+        finally:
+            services.close()
+
+    async def _seed(self, fhir: str, token: auth.TokenAuth) -> None:
+        async with httpx.AsyncClient(timeout=30, auth=token) as client:
             answer = await client.get(
                 fhir + "/Patient",
                 params={"_summary": "count"},
@@ -120,7 +132,7 @@ class DemoSeeder:
         records = sorted(f for f in self.demo.glob("*.json") if f.name != FAMILY)
         options = Options(progress=False)
         try:
-            async with remote(fhir) as (session, base):
+            async with remote(fhir, Credentials(tokens=token)) as (session, base):
                 report = await load(records, session, base, options)
                 if report.ok:
                     family = await load([self.demo / FAMILY], session, base, options)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import TLS, EmbeddedDatabase, Server
+from tests.support import TLS, BearerAuth, EmbeddedDatabase, Server
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +29,17 @@ def server(
 
 
 @pytest.fixture(scope="session")
+def system_auth(server: Server) -> BearerAuth:
+    """A backend service's token with every permission on every resource (system/*.cruds)."""
+    return server.auth()
+
+
+@pytest.fixture(scope="session")
 def fhir_base(server: Server) -> str:
     return f"http://localhost:{server.port}/fhir"
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30, verify=TLS) as c:
+def client(server: Server, system_auth: BearerAuth) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, verify=TLS, auth=system_auth) as c:
         yield c

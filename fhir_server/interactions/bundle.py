@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access import Access, access
 from fhir_server.bundles import bundle, entry
 from fhir_server.errors import (
     FhirError,
@@ -83,6 +84,10 @@ class Item:
             for i in exc.issues
         ] or [Issue(exc.code, message)]
         return FhirError(message, exc.status, exc.code, issues, exc.headers)
+
+
+# The SMART permission letter each entry's method needs.
+_LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d", "GET": "r", "HEAD": "r"}
 
 
 def _relative(url: str, base: str) -> str:
@@ -175,9 +180,10 @@ def _conditional_references(value: Any, found: set[str]) -> None:
 class TransactionPlanner:
     """Resolves a transaction's entries into writes, without writing anything."""
 
-    def __init__(self, svc: Services, items: list[Item]) -> None:
+    def __init__(self, svc: Services, items: list[Item], acc: Access) -> None:
         self.svc = svc
         self.items = items
+        self.access = acc
         self.mapping: dict[str, str] = {}
 
     async def plan(self) -> list[Write]:
@@ -221,6 +227,8 @@ class TransactionPlanner:
                     self.svc,
                     item.resource_type,
                     parse_qsl(criteria.lstrip("?"), keep_blank_values=True),
+                    self.access,
+                    _LETTERS[item.method],
                 )
                 if len(found) > 1:
                     raise precondition_failed(f"the criteria matched {len(found)} resources")
@@ -261,7 +269,7 @@ class TransactionPlanner:
             except FhirError as exc:
                 raise wanted[reference].error(exc) from None
             criteria = parse_qsl(query, keep_blank_values=True)
-            matches = set(await matching_ids(self.svc, rtype, criteria))
+            matches = set(await matching_ids(self.svc, rtype, criteria, self.access, "s"))
             search = parse(rtype, criteria, base, strict=True)
             for item in items:
                 if (
@@ -287,18 +295,29 @@ class TransactionPlanner:
     async def _write(self, item: Item) -> Write:
         assert item.resource_id is not None
         expected: int | None
+        acc, rtype, letter = self.access, item.resource_type, _LETTERS[item.method]
+        checked = None
+        if item.method in {"DELETE", "PUT"} and not acc.sees_all(rtype, letter):
+            current = await self.svc.repository.read(rtype, item.resource_id)
+            if current is not None and current.json is not None:
+                acc.check_existing(letter, rtype, current.json)
+                checked = current.version
+            elif item.method == "PUT":
+                letter = "c"  # nothing there yet: the entry creates
         if item.method == "DELETE":
-            return Write("DELETE", item.resource_type, item.resource_id, None, item.if_match)
+            return Write("DELETE", rtype, item.resource_id, None, item.if_match or checked)
         if item.method == "PATCH":
-            current = await self.svc.repository.read(item.resource_type, item.resource_id)
+            current = await self.svc.repository.read(rtype, item.resource_id)
             if current is None or current.json is None:
-                raise not_found(f"{item.resource_type}/{item.resource_id} is not known")
+                raise not_found(f"{rtype}/{item.resource_id} is not known")
+            acc.check_existing("u", rtype, current.json)
             body = apply_patch(loads(current.json), _patch_operations(item))
             expected = current.version if item.if_match is None else item.if_match
         else:
             body = dict(item.resource or {})
-            expected = item.if_match
+            expected = item.if_match or checked
         validate_resource(body, item.resource_type)
+        acc.check_write(letter, rtype, body)
         if item.method == "PUT" and body.get("id") not in (None, item.resource_id):
             raise bad_request(f"the body id '{body.get('id')}' does not match {item.resource_id}")
         body["id"] = item.resource_id
@@ -366,7 +385,7 @@ def _error_entry(exc: FhirError) -> bytes:
 
 async def transaction(request: Request, svc: Services, raw_entries: list[Any]) -> bytes:
     items = [_parse_entry(i, e, svc.base) for i, e in enumerate(raw_entries)]
-    writes = await TransactionPlanner(svc, items).plan()
+    writes = await TransactionPlanner(svc, items, access(request)).plan()
     try:
         results = await svc.repository.transact(writes)
     except VersionConflict as exc:

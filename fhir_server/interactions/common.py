@@ -7,10 +7,11 @@ from typing import Any
 
 from starlette.requests import Request
 
+from fhir_server.access import access
 from fhir_server.errors import FhirError, bad_request, gone, not_found, precondition_failed
 from fhir_server.http import parse_etag, version_headers
 from fhir_server.jsonbody import parse_json, read_body
-from fhir_server.services import Services
+from fhir_server.services import Services, services
 from fhir_server.storage.versions import Version
 from fhir_server.validation import check_type
 
@@ -68,3 +69,30 @@ def check_body_id(resource: dict[str, Any], resource_id: str) -> None:
         raise bad_request("The resource must have an id matching the URL", "required")
     if body_id != resource_id:
         raise bad_request(f"The body id '{body_id}' does not match the URL id '{resource_id}'")
+
+
+def readable(request: Request, version: Version | None, what: str, letter: str = "r") -> Version:
+    """`live(version)` that the caller may read; otherwise 404, as if it did not exist (a
+    tombstone tells nothing to a caller who cannot see every resource of its type)."""
+    acc = access(request)
+    if version is not None and version.deleted and not acc.sees_all(version.resource_type, letter):
+        version = None
+    version = live(version, what)
+    assert version.json is not None
+    acc.check_read(letter, version.resource_type, version.id, version.json)
+    return version
+
+
+async def guard_existing(
+    request: Request, resource_type: str, resource_id: str, letter: str
+) -> int | None:
+    """Check the caller may `letter` (u, d) the current version (404 if it may not even read
+    it, 403 otherwise). Returns that version, to pin the write to what was checked."""
+    acc = access(request)
+    if acc.sees_all(resource_type, letter):
+        return None
+    current = await services(request).repository.read(resource_type, resource_id)
+    if current is None or current.json is None:
+        return None
+    acc.check_existing(letter, resource_type, current.json)
+    return current.version

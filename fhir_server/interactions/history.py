@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access import access
 from fhir_server.bundles import bundle, history_entry
 from fhir_server.errors import bad_request
 from fhir_server.http import fhir_response, negotiate
-from fhir_server.interactions.common import live, path_id, path_type
+from fhir_server.interactions.common import live, path_id, path_type, readable
 from fhir_server.services import Services, services
 from fhir_server.storage.repository import parse_cursor
 
@@ -75,7 +76,16 @@ async def _history(
     links = [("self", f"{path}?{urlencode({**params, **({'_page': cursor} if cursor else {})})}")]
     if page.next_cursor:
         links.append(("next", f"{path}?{urlencode({**params, '_page': page.next_cursor})}"))
-    entries = [history_entry(svc.base, v) for v in page.versions]
+    acc = access(request)
+    letter = "r" if resource_id else "s"
+    # Each version is checked on its own content (a resource may have moved between patients);
+    # a tombstone is shown only to callers who see every resource of its type.
+    entries = [
+        history_entry(svc.base, v)
+        for v in page.versions
+        if acc.sees_all(v.resource_type, letter)
+        or (v.json is not None and acc.visible(letter, v.resource_type, v.json))
+    ]
     return fhir_response(bundle("history", links, entries, page.total), 200, None, media)
 
 
@@ -83,14 +93,19 @@ async def history_instance(request: Request) -> Response:
     """GET [base]/[type]/[id]/_history."""
     resource_type, resource_id = path_type(request), path_id(request)
     current = await services(request).repository.read(resource_type, resource_id)
+    what = f"{resource_type}/{resource_id}"
     if current is None:
-        live(current, f"{resource_type}/{resource_id}")
+        live(current, what)
+    elif not (current.deleted and access(request).sees_all(resource_type, "r")):
+        readable(request, current, what)
     return await _history(request, resource_type, resource_id)
 
 
 async def history_type(request: Request) -> Response:
     """GET [base]/[type]/_history."""
-    return await _history(request, path_type(request), None)
+    resource_type = path_type(request)
+    access(request).reach(resource_type, "s")  # 403 when no scope reaches the type at all
+    return await _history(request, resource_type, None)
 
 
 async def history_system(request: Request) -> Response:

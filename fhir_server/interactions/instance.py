@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access import access
 from fhir_server.errors import Issue, not_found, operation_outcome
 from fhir_server.http import (
     fhir_response,
@@ -20,11 +21,13 @@ from fhir_server.http import (
 from fhir_server.interactions.common import (
     check_body_id,
     conflict_error,
+    guard_existing,
     if_match,
     json_body,
     live,
     path_id,
     path_type,
+    readable,
 )
 from fhir_server.jsonbody import loads
 from fhir_server.patch import apply_patch
@@ -46,7 +49,7 @@ async def read(request: Request) -> Response:
     media = negotiate(request)
     resource_type, resource_id = path_type(request), path_id(request)
     version = await services(request).repository.read(resource_type, resource_id)
-    version = live(version, f"{resource_type}/{resource_id}")
+    version = readable(request, version, f"{resource_type}/{resource_id}")
     if _not_modified(request, version):
         return Response(status_code=304, headers=version_headers(version))
     assert version.json is not None
@@ -62,7 +65,7 @@ async def vread(request: Request) -> Response:
     if not (vid.isascii() and vid.isdigit()) or len(vid) > 18:
         raise not_found(f"{what} is not known")
     version = await services(request).repository.vread(resource_type, resource_id, int(vid))
-    version = live(version, what)
+    version = readable(request, version, what)
     assert version.json is not None
     return fhir_response(version.json, 200, version_headers(version), media)
 
@@ -77,9 +80,13 @@ async def update(request: Request) -> Response:
     resource = validate_resource(await json_body(request, svc), resource_type)
     check_body_id(resource, resource_id)
     what = f"{resource_type}/{resource_id}"
+    acc = access(request)
+    checked = await guard_existing(request, resource_type, resource_id, "u")
+    creates = not acc.sees_all(resource_type, "u") and checked is None
+    acc.check_write("c" if creates else "u", resource_type, resource)
     try:
         version, created = await svc.repository.update(
-            resource_type, resource_id, resource, expected=expected
+            resource_type, resource_id, resource, expected=expected or checked
         )
     except VersionConflict as exc:
         raise conflict_error(expected, exc.current, what) from None
@@ -99,12 +106,14 @@ async def patch(request: Request) -> Response:
 
     def patched(current: Version) -> dict[str, Any]:
         assert current.json is not None
+        access(request).check_existing("u", resource_type, current.json)
         result = apply_patch(loads(current.json), operations)
         validate_resource(result, resource_type)
         check_body_id(result, resource_id)
+        access(request).check_write("u", resource_type, result)
         return result
 
-    live(await svc.repository.read(resource_type, resource_id), what)
+    readable(request, await svc.repository.read(resource_type, resource_id), what)
     try:
         version, _ = await svc.repository.update(
             resource_type, resource_id, patched, expected=expected, method="PATCH"
@@ -122,6 +131,7 @@ async def delete(request: Request) -> Response:
     media, prefer = negotiate(request), parse_prefer(request)
     resource_type, resource_id = path_type(request), path_id(request)
     what = f"{resource_type}/{resource_id}"
+    await guard_existing(request, resource_type, resource_id, "d")
     version = await svc.repository.delete(resource_type, resource_id)
     if version is None:
         raise not_found(f"{what} is not known")

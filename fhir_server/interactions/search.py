@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from consent.compartment import about_params
+from fhir_server.access import access
 from fhir_server.bundles import bundle, entry
 from fhir_server.errors import Issue, bad_request, operation_outcome
 from fhir_server.http import fhir_response, negotiate, parse_prefer
@@ -82,6 +83,8 @@ async def search_type(request: Request) -> Response:
         params += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     search = parse(resource_type, params, svc.base, prefer.handling == "strict")
     confine(search, about_params(resource_type, compartment_params().get(resource_type, [])))
+    acc = access(request)
+    acc.restrict(search)
     summary = _single(search, "_summary", SUMMARY_VALUES)
     total_mode = _single(search, "_total", TOTAL_VALUES) or "accurate"
     elements = [
@@ -95,6 +98,8 @@ async def search_type(request: Request) -> Response:
     entries = []
     subset = summary in {"true", "text", "data"} or bool(elements)
     for cid, body in zip(page.ids, bodies, strict=False):
+        if not acc.visible("s", resource_type, body):
+            continue  # narrowed already; this re-check is the policy's last word (default deny)
         shown = _subset(body, resource_type, summary, elements) if subset else body
         entries.append(
             entry(f"{svc.base}/{resource_type}/{cid}", shown, {"search": {"mode": "match"}})
@@ -102,6 +107,8 @@ async def search_type(request: Request) -> Response:
     if count and (search.result.get("_include") or search.result.get("_revinclude")):
         live = [c for c in candidates if c.id in set(page.ids)]
         for rtype, rid, body in await executor.includes(search, live):
+            if not acc.visible("r", rtype, body):
+                continue
             entries.append(
                 entry(f"{svc.base}/{rtype}/{rid}", body, {"search": {"mode": "include"}})
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access import access
 from fhir_server.http import negotiate, parse_prefer, require_json_body, write_response
 from fhir_server.interactions import conditional
 from fhir_server.interactions.common import json_body, path_type
@@ -19,6 +20,7 @@ async def create(request: Request) -> Response:
     resource_type = path_type(request)
     require_json_body(request)
     resource = validate_resource(await json_body(request, svc), resource_type)
+    access(request).check_write("c", resource_type, resource)
     criteria = request.headers.get("if-none-exist")
     if criteria is not None:
         existing = await conditional.create_if_none_exist(

@@ -11,25 +11,51 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.access import access
 from fhir_server.bundles import bundle, entry
-from fhir_server.errors import bad_request
+from fhir_server.errors import FhirError, bad_request
 from fhir_server.http import fhir_response, negotiate
-from fhir_server.interactions.common import live, path_id
+from fhir_server.interactions.common import path_id, readable
 from fhir_server.interactions.history import parse_instant
 from fhir_server.search.definitions import resource_types
 from fhir_server.services import services
 from fhir_server.validation import check_type
 
 
-async def everything(request: Request) -> Response:
-    """GET [base]/Patient/[id]/$everything?_since&_type&_count&_page."""
-    svc = services(request)
-    media = negotiate(request)
+def _on_patient(request: Request) -> None:
     if request.path_params["type"] != "Patient":
         check_type(request.path_params["type"])
         raise bad_request("$everything is defined on Patient only", "not-supported")
-    pid = path_id(request)
-    live(await svc.repository.read("Patient", pid), f"Patient/{pid}")
+
+
+async def everything_type(request: Request) -> Response:
+    """GET [base]/Patient/$everything: the record of the patient in the token's context."""
+    _on_patient(request)
+    acc = access(request)
+    pid = acc.ctx.patient
+    if pid is None and (acc.ctx.fhir_user or "").startswith("Patient/"):
+        pid = (acc.ctx.fhir_user or "").removeprefix("Patient/")
+    if pid is None:
+        raise FhirError(
+            "Patient/$everything needs a patient in the token's context;"
+            " use Patient/[id]/$everything",
+            400,
+            "required",
+        )
+    return await _everything(request, pid)
+
+
+async def everything(request: Request) -> Response:
+    """GET [base]/Patient/[id]/$everything?_since&_type&_count&_page."""
+    _on_patient(request)
+    return await _everything(request, path_id(request))
+
+
+async def _everything(request: Request, pid: str) -> Response:
+    svc = services(request)
+    media = negotiate(request)
+    acc = access(request)
+    readable(request, await svc.repository.read("Patient", pid), f"Patient/{pid}")
     params = request.query_params
     since = parse_instant(params["_since"], "_since") if params.get("_since") else None
     wanted = {t.strip() for v in params.getlist("_type") for t in v.split(",") if t.strip()}
@@ -55,27 +81,27 @@ async def everything(request: Request) -> Response:
         query: dict[str, object] = {"pat": pid}
         if rtype == after_type:
             query["_id"] = {"$gt": after_id}
-        cursor_docs = (
-            svc.repository.db[rtype]
-            .find(query, {"json": 1, "lu": 1})
-            .sort("_id", 1)
-            .limit(count - len(entries) + 1)
-        )
+        cursor_docs = svc.repository.db[rtype].find(query, {"json": 1, "lu": 1}).sort("_id", 1)
+        if acc.sees_all(rtype, "s"):  # else entries may be skipped: read the type to its end
+            cursor_docs = cursor_docs.limit(count - len(entries) + 1)
         async for doc in cursor_docs:
             if doc.get("json") is None or (since is not None and doc["lu"] < since):
                 continue
             if len(entries) == count:
                 more = True
                 break
+            last = (rtype, doc["_id"])
+            if not acc.visible("s", rtype, doc["json"]):
+                continue  # e.g. a Consent's deny provision for sensitive classes
             entries.append(
                 entry(
                     f"{svc.base}/{rtype}/{doc['_id']}", doc["json"], {"search": {"mode": "match"}}
                 )
             )
-            last = (rtype, doc["_id"])
         if more:
             break
-    path = f"{svc.base}/Patient/{pid}/$everything"
+    path = request.url.path.removeprefix("/fhir")
+    path = f"{svc.base}{path}"
     query_items = [(k, v) for k, v in params.multi_items() if k != "_page"]
     links = [("self", f"{path}?{urlencode(params.multi_items())}" if params else path)]
     if more and last:

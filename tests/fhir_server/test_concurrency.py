@@ -25,7 +25,8 @@ def together(server, request) -> list[httpx.Response]:
     """Run `request(client, n)` from WRITERS threads at once; the responses in writer order."""
     barrier = threading.Barrier(WRITERS)
     clients = [
-        httpx.Client(base_url=server.url + "/fhir", verify=TLS, timeout=60) for _ in range(WRITERS)
+        httpx.Client(base_url=server.url + "/fhir", verify=TLS, timeout=60, auth=server.auth())
+        for _ in range(WRITERS)
     ]
     for c in clients:  # connect first so the barrier releases requests, not handshakes
         assert c.get("/metadata", params={"_summary": "true"}).status_code == 200

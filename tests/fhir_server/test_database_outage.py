@@ -3,6 +3,7 @@ server recovering by itself (ARCHITECTURE.md item 10)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -52,7 +53,9 @@ def own(tmp_path_factory) -> Iterator[Deployment]:
 
 @pytest.fixture
 def fhir(own) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=own.server.url + "/fhir", verify=TLS, timeout=30) as c:
+    with httpx.Client(
+        base_url=own.server.url + "/fhir", verify=TLS, timeout=30, auth=own.server.auth()
+    ) as c:
         yield c
 
 
@@ -118,11 +121,21 @@ def test_server_started_without_its_database_serves_once_it_appears(own, tmp_pat
     late = None
     try:
         assert httpx.get(server.url + "/readyz", verify=TLS, timeout=10).status_code == 503
-        with httpx.Client(base_url=server.url + "/fhir", verify=TLS, timeout=30) as c:
-            r = c.post("/Patient", content=b'{"resourceType":"Patient"}')
-            assert_outcome(r, 503, code="transient")
-            late = EmbeddedDatabase(tmp_path / "data", port=port).start()
-            wait_until(lambda: ready(server), 30, 0.1, "the server to find the database")
+        # a token whose key is not cached yet cannot be checked without the database: 503, not 401
+        header = base64.urlsafe_b64encode(b'{"alg":"ES256","typ":"at+jwt","kid":"k1"}').rstrip(b"=")
+        unchecked = {"Authorization": f"Bearer {header.decode()}.e30.c2ln"}
+        r = httpx.post(
+            server.url + "/fhir/Patient",
+            content=b'{"resourceType":"Patient"}',
+            headers={**unchecked, "Content-Type": FHIR},
+            timeout=30,
+        )
+        assert_outcome(r, 503, code="transient")
+        late = EmbeddedDatabase(tmp_path / "data", port=port).start()
+        wait_until(lambda: ready(server), 30, 0.1, "the server to find the database")
+        with httpx.Client(
+            base_url=server.url + "/fhir", verify=TLS, timeout=30, auth=server.auth()
+        ) as c:
             created = create(c, {"resourceType": "Patient", "active": True})
             assert c.get(f"/Patient/{created['id']}").json() == created
             history = c.get(f"/Patient/{created['id']}/_history").json()

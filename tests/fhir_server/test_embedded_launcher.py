@@ -89,7 +89,9 @@ def parent(pid: int) -> int | None:
 def fresh_client(server: Server) -> httpx.Client:
     """A client whose every request opens a new connection (so it may reach another worker)."""
     limits = httpx.Limits(max_keepalive_connections=0)
-    return httpx.Client(base_url=server.url + "/fhir", verify=TLS, timeout=30, limits=limits)
+    return httpx.Client(
+        base_url=server.url + "/fhir", verify=TLS, timeout=30, limits=limits, auth=server.auth()
+    )
 
 
 def started_workers(server: Launcher) -> set[int]:

@@ -28,7 +28,9 @@ BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,imag
 @pytest.fixture(scope="module")
 def shared_patient(server) -> str:
     """One Patient for the read-only negotiation tests."""
-    with httpx.Client(base_url=server.url + "/fhir", verify=TLS, timeout=30) as c:
+    with httpx.Client(
+        base_url=server.url + "/fhir", verify=TLS, timeout=30, auth=server.auth()
+    ) as c:
         return f"/Patient/{create(c, {'resourceType': 'Patient', 'active': True})['id']}"
 
 

@@ -251,7 +251,7 @@ def test_paging_through_versions_written_in_the_same_millisecond(client, fhir_ba
             return list(pool.map(lambda _: create(client, {"resourceType": rtype}), range(24)))
 
     resources: dict[str, dict] = {}
-    for _ in range(5):
+    for _ in range(20):  # a loaded machine needs more tries to land two in one millisecond
         resources.update({r["id"]: r for r in burst()})
         stamps = [r["meta"]["lastUpdated"] for r in resources.values()]
         if len(set(stamps)) < len(stamps):

@@ -391,7 +391,9 @@ def small_server(database, tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture
 def small(small_server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=small_server.url + "/fhir", verify=TLS, timeout=30) as c:
+    with httpx.Client(
+        base_url=small_server.url + "/fhir", verify=TLS, timeout=30, auth=small_server.auth()
+    ) as c:
         yield c
 
 

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from starlette.routing import Route
 
+from fhir_server import bearer
 from fhir_server.app import create_app
 from fhir_server.settings import Settings
 from tests.fhir_server.helpers import FHIR, assert_outcome
@@ -101,7 +102,9 @@ def test_request_id_is_generated_per_request(server):
 
 
 def test_log_lines_are_json_with_request_id(logged):
-    with httpx.Client(base_url=logged.url + "/fhir", verify=TLS, timeout=10) as c:
+    with httpx.Client(
+        base_url=logged.url + "/fhir", verify=TLS, timeout=10, auth=logged.auth()
+    ) as c:
         r = c.post(
             "/Patient",
             content=b'{"resourceType":"Patient"}',
@@ -164,7 +167,7 @@ def test_logs_never_hold_query_strings_or_bodies(logged, method, path, body):
     ],
 )
 def test_unknown_fhir_paths_are_404_operation_outcome(server, path):
-    r = httpx.get(server.url + path, verify=TLS, timeout=10)
+    r = httpx.get(server.url + path, verify=TLS, timeout=10, auth=server.auth())
     assert_outcome(r, 404, code="not-found")  # "No FHIR interaction", or "Unknown resource type"
 
 
@@ -179,7 +182,9 @@ def test_unknown_fhir_paths_are_404_operation_outcome(server, path):
     ],
 )
 def test_wrong_method_is_405_operation_outcome(server, method, path, allowed):
-    r = httpx.request(method, server.url + path, content=b"{}", verify=TLS, timeout=10)
+    r = httpx.request(
+        method, server.url + path, content=b"{}", verify=TLS, timeout=10, auth=server.auth()
+    )
     assert_outcome(r, 405, f"{method} is not supported", code="not-supported")
     assert allowed <= {m.strip() for m in r.headers["allow"].split(",")}
 
@@ -233,8 +238,12 @@ def restore_logging() -> Iterator[None]:
         lg.propagate, lg.disabled = propagate, disabled
 
 
-async def test_unexpected_error_is_500_carrying_the_request_id(capsys, restore_logging):
-    """No input makes the real server fail, so an in-process app gets a failing route."""
+async def test_unexpected_error_is_500_carrying_the_request_id(
+    capsys, restore_logging, monkeypatch
+):
+    """No input makes the real server fail, so an in-process app gets a failing route (public,
+    since there is no database to check a token against)."""
+    monkeypatch.setattr(bearer, "PUBLIC", bearer.PUBLIC | {"/fhir/x/y/z/boom"})
     app = create_app(Settings(mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true"))
 
     async def boom(request):

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 import fhir_server.app as app_module
 from fhir_server.settings import Settings
+from tests.support import mint_token
 
 
 class Recorder(monitoring.CommandListener):
@@ -73,19 +74,21 @@ def tour(database, monkeypatch):
         return AsyncMongoClient(settings.mongodb_uri, event_listeners=[recorder], tz_aware=True)
 
     monkeypatch.setattr(app_module, "connect", connect)
-    app = app_module.create_app(
-        Settings(mongodb_uri=database.uri, db_name=f"plans_{uuid.uuid4().hex[:6]}")
-    )
-    return app, recorder
+    settings = Settings(mongodb_uri=database.uri, db_name=f"plans_{uuid.uuid4().hex[:6]}")
+    app = app_module.create_app(settings)
+    token = mint_token(database.uri, settings.db_name, settings.port, "system/*.cruds")
+    return app, recorder, token
 
 
 async def test_every_query_uses_an_index(tour, database):
-    app, recorder = tour
+    app, recorder, token = tour
     pid = f"tour-{uuid.uuid4().hex[:6]}"
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test/fhir"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://test/fhir",
+            headers={"Authorization": f"Bearer {token}"},
         ) as client,
     ):
         assert (

@@ -45,7 +45,7 @@ def obs(pid: str, code: str, when: str, value: str | None = None, unit: str = "k
 def world(server):
     """A patient with a known record, plus a second patient whose data must never leak in."""
     tag = uuid.uuid4().hex[:8]
-    with httpx.Client(base_url=server.url + "/fhir", timeout=30) as c:
+    with httpx.Client(base_url=server.url + "/fhir", timeout=30, auth=server.auth()) as c:
         pid, other = f"p-{tag}", f"q-{tag}"
         put(
             c,
@@ -272,7 +272,7 @@ def test_paging_survives_concurrent_writes(client, server):
     stop = threading.Event()
 
     def writer():
-        with httpx.Client(base_url=server.url + "/fhir") as w:
+        with httpx.Client(base_url=server.url + "/fhir", auth=server.auth()) as w:
             while not stop.is_set():
                 create(w, obs(pid, "1-8", "2030-01-01"))  # sorts before every page already read
 

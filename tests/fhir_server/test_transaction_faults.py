@@ -83,7 +83,9 @@ def test_failure_inside_the_transaction_writes_nothing(deployment, command):
     deployment.fail(command, times=3)  # more than the driver's own single retry
     url = deployment.server.url + "/fhir"
     headers = {"Content-Type": "application/fhir+json"}
-    r = httpx.post(url, content=body, headers=headers, verify=TLS, timeout=60)
+    r = httpx.post(
+        url, content=body, headers=headers, verify=TLS, timeout=60, auth=deployment.server.auth()
+    )
     assert r.status_code == 503, r.text[:300]
     assert r.headers["retry-after"]
     assert r.json()["resourceType"] == "OperationOutcome"
@@ -94,7 +96,14 @@ def test_failure_inside_the_transaction_writes_nothing(deployment, command):
     assert deployment.count(ids) == 0
 
     def retried() -> httpx.Response | None:
-        r = httpx.post(url, content=body, headers=headers, verify=TLS, timeout=60)
+        r = httpx.post(
+            url,
+            content=body,
+            headers=headers,
+            verify=TLS,
+            timeout=60,
+            auth=deployment.server.auth(),
+        )
         return r if r.status_code == 200 else None
 
     wait_until(retried, 60, 0.2, "the server to recover and take the bundle")

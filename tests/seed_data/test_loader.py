@@ -17,10 +17,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, TLS, free_port, wait_until
+from tests.support import ROOT, TLS, BearerAuth, free_port, register_backend, wait_until
 
 SYNTHEA = ROOT / "tests" / "data" / "synthea"
 DEMO = ROOT / "seed_data" / "demo"
+
+
+@pytest.fixture(autouse=True)
+def loader_client(server, monkeypatch) -> None:
+    """`--url` loads authenticate as a backend client (PHR_CLIENT_ID / PHR_CLIENT_SECRET)."""
+    backend = server.auth().client
+    monkeypatch.setenv("PHR_CLIENT_ID", backend.client_id)
+    monkeypatch.setenv("PHR_CLIENT_SECRET", backend.secret)
 
 
 def run_loader(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -498,9 +506,9 @@ def test_demo_scenario_loads_the_family(client, fhir_base):
         assert expected[rtype] > 0, rtype
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, auth: httpx.Auth | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2, verify=TLS).status_code == 200
+        return httpx.get(url, timeout=2, verify=TLS, auth=auth).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -542,9 +550,11 @@ def test_serve_loads_the_demo_once(tmp_path):
             interval=0.2,
             what="the demo scenario to load",
         )
-        assert _answers(base + "/fhir/Patient/demo-child-15")
+        uri = (tmp_path / "db.uri").read_text().strip()
+        auth = BearerAuth(register_backend(uri, "phr", base + "/auth/token"))
+        assert _answers(base + "/fhir/Patient/demo-child-15", auth)
         consents = httpx.get(
-            base + "/fhir/Consent", params={"_summary": "count"}, verify=TLS
+            base + "/fhir/Consent", params={"_summary": "count"}, verify=TLS, auth=auth
         ).json()
         assert consents["total"] == 5
     finally:
@@ -559,7 +569,9 @@ def test_serve_loads_the_demo_once(tmp_path):
             interval=0.2,
             what="the seeder to find the demo",
         )
-        history = httpx.get(base + "/fhir/Patient/demo-parent/_history", verify=TLS).json()
+        history = httpx.get(
+            base + "/fhir/Patient/demo-parent/_history", verify=TLS, auth=auth
+        ).json()
         assert history["total"] == 1
     finally:
         stop(process, second_log)

@@ -1,0 +1,148 @@
+"""The FHIR API's front door: CORS, then a valid bearer token on everything but discovery.
+
+`AccessMiddleware` verifies the token (RFC 6750), builds the request's `Access` and puts it on the
+ASGI scope, so every handler - and every batch entry, which re-enters the app - finds it there.
+Failures are OperationOutcomes: 401 with `WWW-Authenticate: Bearer ...` for a missing or bad
+token, 400 for a token in the URL (RFC 6750 section 2.3 is a MAY that RFC 9700 advises against:
+URLs end up in logs and Referer headers).
+
+`FhirCors` answers browsers on `/fhir` only (never on the authorize page): any origin, no
+credentials (the token travels in `Authorization`, which preflights must list by name because
+`*` does not cover it: Fetch standard, CORS-safelisted request-header).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl
+
+from pymongo.errors import PyMongoError
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fhir_server.access import Access, Delegations, context_for
+from fhir_server.errors import FHIR_JSON, FhirError, unavailable
+from fhir_server.search.engine import Executor
+from fhir_server.storage.database import is_unavailable
+from smart_auth.tokens import InvalidToken
+
+log = logging.getLogger("phr")
+
+PREFIX = "/fhir"
+PUBLIC = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, "
+    "If-Modified-Since, Prefer, X-Request-ID"
+)
+_EXPOSE_HEADERS = "ETag, Location, Content-Location, Last-Modified, X-Request-ID, WWW-Authenticate"
+_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def _protected(path: str) -> bool:
+    return (path == PREFIX or path.startswith(PREFIX + "/")) and path not in PUBLIC
+
+
+def _challenge(status: int, error: str | None, description: str) -> FhirError:
+    value = 'Bearer realm="fhir"'
+    if error:
+        value += f', error="{error}", error_description="{description}"'
+    code = "login" if status == 401 else "invalid"
+    return FhirError(description, status, code, headers={"WWW-Authenticate": value})
+
+
+def bearer_token(scope: Scope) -> str:
+    """The token from the one `Authorization: Bearer` header; FhirError otherwise."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    if query and any(k == "access_token" for k, _ in parse_qsl(query, keep_blank_values=True)):
+        raise _challenge(400, "invalid_request", "Send the token in the Authorization header")
+    values = Headers(scope=scope).getlist("authorization")
+    if not values:
+        raise _challenge(401, None, "This endpoint needs a bearer access token")
+    if len(values) > 1:
+        raise _challenge(400, "invalid_request", "Send exactly one Authorization header")
+    scheme, _, token = values[0].strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _challenge(401, "invalid_request", "Use the Bearer authorization scheme")
+    if not _B64TOKEN.fullmatch(token):
+        raise _challenge(401, "invalid_token", "The access token is malformed")
+    return token
+
+
+class AccessMiddleware:
+    """Sets `scope["state"]["access"]` for protected FHIR paths, or answers 401/400/503."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.delegations = Delegations()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _protected(scope["path"]) or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        try:
+            access = await self._access(scope)
+        except FhirError as error:
+            response = Response(error.outcome(), error.status, error.headers, media_type=FHIR_JSON)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["access"] = access
+        await self.app(scope, receive, send)
+
+    async def _access(self, scope: Scope) -> Access:
+        state = scope["app"].state
+        svc, auth = state.services, state.auth
+        token = bearer_token(scope)
+        try:
+            claims = await auth.verify_access_token(token)
+            executor = Executor(svc.repository.db, svc.base, svc.settings.search_max_candidates)
+            ctx = await context_for(
+                claims, executor, self.delegations, svc.settings.self_consent_age
+            )
+        except InvalidToken as exc:
+            raise _challenge(401, "invalid_token", exc.reason) from None
+        except PyMongoError as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable while checking a token: %s", type(exc).__name__)
+            raise unavailable() from None
+        return Access(ctx, svc.base, claims)
+
+
+class FhirCors:
+    """CORS for the FHIR API (SMART App Launch: browsers call it with a bearer token)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if "origin" not in headers:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            preflight = {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": _METHODS,
+                "Access-Control-Allow-Headers": _ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            }
+            await Response(status_code=204, headers=preflight)(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                out = MutableHeaders(scope=message)
+                out["Access-Control-Allow-Origin"] = "*"
+                out["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
