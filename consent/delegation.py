@@ -61,7 +61,7 @@ def _instant(text: Any) -> datetime | None:
         return None
 
 
-def _in_period(period: Any, now: datetime) -> bool:
+def in_period(period: Any, now: datetime) -> bool:
     if not isinstance(period, dict):
         return True
     start, end = _instant(period.get("start")), _instant(period.get("end"))
@@ -94,7 +94,7 @@ def _actor_roles(provision: Mapping[str, Any], actor: str) -> set[str]:
 
 def _applies(provision: Mapping[str, Any], request: Request, now: datetime) -> bool:
     """Does this provision's own conditions cover the request (actor handled by the caller)?"""
-    if not _in_period(provision.get("period"), now):
+    if not in_period(provision.get("period"), now):
         return False
     actions = _codes(provision.get("action"))
     if actions and not actions & LETTER_ACTIONS.get(request.letter, set()):
@@ -152,7 +152,7 @@ def decide_delegation(
         provision = consent.get("provision")
         if not isinstance(provision, dict) or not _names_actor(provision, request.actor):
             continue
-        if not _in_period(provision.get("period"), now):
+        if not in_period(provision.get("period"), now):
             continue
         roles = _actor_roles(provision, request.actor)
         if (

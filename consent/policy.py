@@ -73,10 +73,17 @@ def _granular(scopes: list[ResourceScope], matches: QueryMatch | None) -> bool:
     return any(not s.query or (matches is not None and matches(s)) for s in scopes)
 
 
+# Who may act for the patient is the patient's own decision (or an administrator's): a delegate
+# never writes the Consents or RelatedPersons that grant delegation (catalogue DL-08).
+DELEGATION_RECORDS = frozenset({"Consent", "RelatedPerson"})
+
+
 def _delegate(
     ctx: AccessContext, patient: str, letter: str, target: Target, now: datetime
 ) -> Decision:
     assert ctx.fhir_user is not None
+    if letter in {"c", "u", "d"} and target.resource_type in DELEGATION_RECORDS:
+        return deny("delegates cannot change who may act for the patient", "delegation-records")
     delegation = ctx.delegations.get(patient)
     if delegation is None:
         return deny("no Consent lets this person act for the patient", "delegation-none")

@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from consent.compartment import about_params
 from consent.decision import Decision
+from consent.delegation import in_period
 from consent.policy import AccessContext, Delegation, Target, decide
 from consent.scopes import ResourceScope
 from fhir_server.compartment import compartment_patients
@@ -35,7 +36,7 @@ from fhir_server.search.definitions import compartment_params
 from fhir_server.search.engine import Executor, Search, parse
 from fhir_server.search.index import index_fields
 from fhir_server.search.query import Predicate
-from fhir_server.search.values import PATIENT
+from fhir_server.search.values import PATIENT, VALUE
 from smart_auth.tokens import AccessToken
 
 CONTEXTS = ("system", "patient", "user")
@@ -50,12 +51,30 @@ def insufficient_scope(diagnostics: str) -> FhirError:
     return FhirError(diagnostics, 403, "forbidden", headers={"WWW-Authenticate": challenge})
 
 
+def _no_scope(letter: str, resource_type: str) -> FhirError:
+    return insufficient_scope(f"The token's scopes do not allow '{letter}' on {resource_type}")
+
+
 @cache
 def has_compartment(resource_type: str) -> bool:
-    """Resources of this type can be about a patient (shared types like Practitioner cannot)."""
-    if resource_type == "Patient":
+    """Resources of this type can be about a patient (shared types like Practitioner cannot).
+    A Binary is, through its `securityContext` (it holds documents and images)."""
+    if resource_type in {"Patient", "Binary"}:
         return True
     return bool(about_params(resource_type, compartment_params().get(resource_type, [])))
+
+
+def _patients(resource_type: str, resource: dict[str, Any], base: str) -> list[str]:
+    if resource_type == "Binary":
+        # Only a direct `Patient/x` context is followed: a Binary guarded by another resource
+        # (a DocumentReference) is outside every patient's reach, so only system scopes see it.
+        ref = (resource.get("securityContext") or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/") and "/" not in ref[8:]:
+            return [ref[8:]]
+        return []
+    if not has_compartment(resource_type):
+        return []
+    return compartment_patients(resource_type, resource, base)
 
 
 def _labels(resource: dict[str, Any]) -> frozenset[str]:
@@ -97,11 +116,7 @@ class Access:
 
     def decide(self, letter: str, resource_type: str, resource: dict[str, Any]) -> Decision:
         """`consent.policy.decide` for one resource (a parsed JSON object)."""
-        patients = (
-            compartment_patients(resource_type, resource, self.base)
-            if has_compartment(resource_type)
-            else []
-        )
+        patients = _patients(resource_type, resource, self.base)
         target = Target(
             resource_type,
             frozenset(patients),
@@ -135,6 +150,12 @@ class Access:
         (the current version) is 404, so a write cannot probe for existence."""
         if self._unfiltered_system(resource_type, letter):
             return
+        if not any(
+            s.covers(context, resource_type, letter)
+            for s in self.ctx.scopes.resources
+            for context in CONTEXTS
+        ):
+            raise _no_scope(letter, resource_type)
         resource = loads(body) if isinstance(body, bytes) else body
         decision = self.decide(letter, resource_type, resource)
         if not decision.permitted:
@@ -165,7 +186,7 @@ class Access:
             if patients is None:
                 continue
             return Reach(patients, filters)
-        raise insufficient_scope(f"The token's scopes do not allow '{letter}' on {resource_type}")
+        raise _no_scope(letter, resource_type)
 
     def _context_patients(self, context: str) -> frozenset[str] | None:
         if context == "patient":
@@ -184,22 +205,37 @@ class Access:
             _add_filters(search, reach.filters, self.base)
         if reach.patients is None or not has_compartment(search.resource_type):
             return
+        if _named_patients(search) - reach.patients:
+            raise forbidden("The search names a patient this token may not see")
         if search.resource_type == "Patient":
-            named = [p for p in search.predicates if p.ids is not None and p.name == "_id"]
-            if any(set(p.ids or ()) - reach.patients for p in named):
-                raise forbidden("The search names a patient this token may not see")
             search.predicates.append(Predicate("_id", None, _always, 4, ids=sorted(reach.patients)))
             return
         if search.patient is not None:
-            if search.patient not in reach.patients:
-                raise forbidden("The search names a patient this token may not see")
-            return
+            return  # confined to a patient it named, one the token reaches
         if len(reach.patients) != 1:
             raise forbidden("Name the patient to search (patient=<id>): the token reaches several")
         (search.patient,) = reach.patients
 
     def visible(self, letter: str, resource_type: str, body: bytes) -> bool:
         return self.allows(letter, resource_type, body)
+
+
+def _named_patients(search: Search) -> set[str]:
+    """Patients a search names explicitly, in any reference spelling (ids, `Patient/x`, absolute,
+    versioned: the parser makes them one key) and whether OR-ed (`a,b`) or AND-ed (repeated)."""
+    rtype = search.resource_type
+    if rtype == "Patient":
+        return {i for p in search.predicates if p.name == "_id" for i in p.ids or ()}
+    names = {*about_params(rtype, compartment_params().get(rtype, [])), "patient"}
+    found: set[str] = set()
+    for pred in search.predicates:
+        if pred.name not in names:
+            continue
+        prefix = f"{pred.name}{VALUE}Patient/"
+        for low, high in pred.ranges or ():
+            if high is None and low.startswith(prefix):
+                found.add(low[len(prefix) :])
+    return found
 
 
 def _always(keys: frozenset[str]) -> bool:
@@ -282,10 +318,17 @@ class Delegations:
         search = parse("Consent", [("actor", actor)], executor.base, strict=True)
         matched = await executor.matching(search)
         consents = [loads(b) for b in await executor.bodies("Consent", matched)]
+        # The RelatedPerson must itself be current and belong to the patient its Consents name
+        # (catalogue DL-05): both links must agree.
+        related = await executor.fetch("RelatedPerson", [actor.removeprefix("RelatedPerson/")])
+        person = loads(related[0]) if related else {}
+        own = (person.get("patient") or {}).get("reference")
+        now = datetime.now(UTC)
+        current = person.get("active") is not False and in_period(person.get("period"), now)
         by_patient: dict[str, list[dict[str, Any]]] = {}
         for consent in consents:
             ref = (consent.get("patient") or {}).get("reference")
-            if isinstance(ref, str) and ref.startswith("Patient/"):
+            if current and isinstance(ref, str) and ref == own and ref.startswith("Patient/"):
                 by_patient.setdefault(ref.removeprefix("Patient/"), []).append(consent)
         births = await _birth_dates(executor, list(by_patient))
         result = {

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from fhir_server.bearer import AccessMiddleware, FhirCors
 from fhir_server.capabilities import capability_statement
+from fhir_server.directory import FhirDirectory
 from fhir_server.errors import FHIR_JSON, FhirError, unavailable
 from fhir_server.indexing import ResourceIndexer
 from fhir_server.logs import RequestLogMiddleware, configure_logging, request_id
@@ -97,6 +98,11 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
+def services_of(app: FastAPI) -> Services:
+    found: Services = app.state.services
+    return found
+
+
 def auth_settings(settings: Settings) -> AuthSettings:
     """The authorization server's settings, on the FHIR server's database and public URL."""
     return AuthSettings(
@@ -111,7 +117,10 @@ def auth_settings(settings: Settings) -> AuthSettings:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    auth = AuthServices.create(auth_settings(settings), fhir_base=settings.fhir_base)
+    directory = FhirDirectory(lambda: services_of(app), settings.self_consent_age)
+    auth = AuthServices.create(
+        auth_settings(settings), fhir_base=settings.fhir_base, directory=directory
+    )
     smart = smart_configuration(auth.settings)
 
     @asynccontextmanager

@@ -17,6 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from consent.policy import AccessContext
+from consent.scopes import parse_scopes
+from fhir_server.access import Access
+from fhir_server.interactions import instance
 from fhir_server.storage.versions import now
 
 _FIELDS = {"json": 1, "v": 1, "lu": 1, "m": 1}
@@ -48,7 +52,9 @@ async def bare_create(request: Request) -> Response:
     """POST /bare/{type}: insert the body as-is in the repository's document shape."""
     body = await request.body()
     doc = {"_id": str(uuid4()), "v": 1, "lu": now(), "m": "POST", "json": body, "pat": []}
-    await _collection(request).insert_one(doc)
+    # The repository's collection, so its indexes exist even when B runs before any FHIR create.
+    repository = request.app.state.services.repository
+    await (await repository.collection(request.path_params["type"])).insert_one(doc)
     return Response(body, status_code=201, media_type=_MEDIA)
 
 
@@ -92,9 +98,21 @@ async def bare_ingest(request: Request) -> Response:
     return Response(b'{"inserted":%d}' % sum(map(len, by_type.values())), media_type=_MEDIA)
 
 
+# A backend's permissions, as if its token had been verified: for measuring what the token check
+# itself costs (W1: the FHIR read with and without the bearer check, same handler).
+_UNCHECKED = Access(AccessContext("bench", parse_scopes("system/*.rs")), "")
+
+
+async def unchecked_read(request: Request) -> Response:
+    """GET /bare/_fhir/{type}/{id}: the real FHIR read handler, with no token to verify."""
+    request.scope.setdefault("state", {})["access"] = _UNCHECKED
+    return await instance.read(request)
+
+
 def bare_routes() -> list[Route]:
     # Before the generic /bare/{type}/{id} and /bare/{type} patterns, which would match them too.
     return [
+        Route("/bare/_fhir/{type}/{id}", unchecked_read, methods=["GET"]),
         Route("/bare/_k/{type}", bare_keys, methods=["GET"]),
         Route("/bare/_everything/{id}", bare_everything, methods=["GET"]),
         Route("/bare/_ingest", bare_ingest, methods=["POST"]),

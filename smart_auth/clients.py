@@ -66,6 +66,7 @@ class Client(ClientMixin):  # type: ignore[misc]
     jwks: dict[str, Any] | None = None
     resource_server: bool = False  # may introspect any token (RFC 7662 section 4)
     created_at: datetime | None = None
+    launch_uri: str | None = None  # where an EHR launch sends the browser (`iss`, `launch`)
 
     @classmethod
     def from_document(cls, doc: Document) -> Client:
@@ -81,6 +82,7 @@ class Client(ClientMixin):  # type: ignore[misc]
             jwks=doc.get("jwks"),
             resource_server=bool(doc.get("resource_server", False)),
             created_at=doc.get("created_at"),
+            launch_uri=doc.get("launch_uri"),
         )
 
     def to_document(self) -> Document:
@@ -96,6 +98,7 @@ class Client(ClientMixin):  # type: ignore[misc]
             "jwks": self.jwks,
             "resource_server": self.resource_server,
             "created_at": self.created_at,
+            "launch_uri": self.launch_uri,
         }
 
     @property
@@ -118,7 +121,10 @@ class Client(ClientMixin):  # type: ignore[misc]
         return narrow(parse_scopes(scope or ""), self.allowed_scopes).text()
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris  # exact string match (RFC 9700 section 4.1.3)
+        """Exact string match (RFC 9700 section 4.1.3), except the port of a loopback URI."""
+        return redirect_uri in self.redirect_uris or any(
+            loopback_match(registered, redirect_uri) for registered in self.redirect_uris
+        )
 
     def check_client_secret(self, client_secret: str) -> bool:
         return self.secret_hash is not None and verify_secret(self.secret_hash, client_secret)
@@ -131,6 +137,25 @@ class Client(ClientMixin):  # type: ignore[misc]
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+def loopback_match(registered: str, requested: str) -> bool:
+    """RFC 8252 section 7.3: a native app's loopback redirect may use any port."""
+    try:
+        reg, req = urlsplit(registered), urlsplit(requested)
+        if reg.scheme != "http" or req.scheme != "http" or req.username or req.password:
+            return False
+        if not reg.hostname or not ipaddress.ip_address(reg.hostname).is_loopback:
+            return False
+        req.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (reg.hostname, reg.path, reg.query, reg.fragment) == (
+        req.hostname,
+        req.path,
+        req.query,
+        req.fragment,
+    )
 
 
 # -- registration checks (one per rule) --------------------------------------------------------
@@ -207,6 +232,7 @@ class ClientRegistry:
         grant_types: Iterable[str] | None = None,
         client_id: str | None = None,
         resource_server: bool = False,
+        launch_uri: str | None = None,
     ) -> tuple[Client, str | None]:
         """Store a new client; returns it and its secret, shown this once and never stored."""
         method = token_endpoint_auth_method
@@ -219,9 +245,13 @@ class ClientRegistry:
         uris = tuple(dict.fromkeys(redirect_uris))
         for uri in uris:
             check_redirect_uri(uri)
+        if launch_uri is not None:
+            check_redirect_uri(launch_uri)  # the same rules: https, or loopback http
         public = method == "none"
-        default_grant = "authorization_code" if public else "client_credentials"
-        grants = tuple(grant_types or (default_grant,))
+        # An app that users launch gets codes and refresh tokens; a backend gets client_credentials.
+        user_app = public or bool(uris)
+        defaults = ("authorization_code", "refresh_token") if user_app else ("client_credentials",)
+        grants = tuple(grant_types or defaults)
         if unknown := set(grants) - GRANT_TYPES:
             raise RegistrationError(f"unsupported grant types: {sorted(unknown)}")
         if public and "client_credentials" in grants:
@@ -241,6 +271,7 @@ class ClientRegistry:
             jwks=check_jwks(jwks) if jwks is not None else None,
             resource_server=resource_server,
             created_at=self.store.now(),
+            launch_uri=launch_uri,
         )
         try:
             self.store.clients.insert_one(client.to_document())

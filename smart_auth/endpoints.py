@@ -4,8 +4,10 @@ Both find a token by verifying it as ours (signature by a known key, `iss`, `typ
 expiry; introspection then answers `{"active": false}` and nothing else for anything not active,
 and revocation adds the jti to the denylist until the token's own expiry.
 
-Unknown `token_type_hint` values are ignored rather than refused: both RFCs tell the server to
-search every token type it supports. Refresh tokens join `query_token` with the refresh slice.
+Refresh tokens are found too: introspection describes a live one, revocation of one revokes its
+whole grant family (its other refresh tokens and its live access tokens). Unknown
+`token_type_hint` values are ignored rather than refused: both RFCs tell the server to search
+every token type it supports.
 
 RFC 7662: https://www.rfc-editor.org/rfc/rfc7662 ; RFC 7009: https://www.rfc-editor.org/rfc/rfc7009
 SMART introspection: https://hl7.org/fhir/smart-app-launch/STU2.2/token-introspection.html
@@ -21,6 +23,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as BaseRevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEndpoint
 
 from smart_auth.clients import Client
+from smart_auth.refresh import RefreshToken
 from smart_auth.tokens import AccessToken
 
 if TYPE_CHECKING:
@@ -67,15 +70,35 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):  # type: ignore[misc]
     def check_params(self, request: OAuth2Request, client: Client) -> None:
         _check_token_param(request)
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
-        return self.server.find_access_token(token_string, authoritative=True)
+    def query_token(
+        self, token_string: str, token_type_hint: str | None
+    ) -> IssuedToken | RefreshToken | None:
+        return self.server.find_token(token_string, authoritative=True)
 
-    def check_permission(self, token: IssuedToken, client: Client, request: OAuth2Request) -> bool:
+    def check_permission(
+        self, token: IssuedToken | RefreshToken, client: Client, request: OAuth2Request
+    ) -> bool:
         # RFC 7662 section 4: a client probing other clients' tokens learns nothing.
         return client.resource_server or token.check_client(client)
 
-    def introspect_token(self, token: IssuedToken) -> dict[str, Any]:
-        return {"active": True, "token_type": "Bearer", **token.claims.claims()}
+    def introspect_token(self, token: IssuedToken | RefreshToken) -> dict[str, Any]:
+        if isinstance(token, IssuedToken):
+            return {"active": True, "token_type": "Bearer", **token.claims.claims()}
+        context = token.context
+        body: dict[str, Any] = {
+            "active": True,
+            "token_type": "refresh_token",
+            "client_id": context.client_id,
+            "scope": token.scope,
+            "sub": context.sub,
+            "iss": self.server.tokens.issuer,
+            "iat": int(token.issued_at),
+            "exp": int(token.expires_at),
+            "fhirUser": context.fhir_user,
+        }
+        if context.patient is not None:
+            body["patient"] = context.patient
+        return body
 
 
 class RevocationEndpoint(BaseRevocationEndpoint):  # type: ignore[misc]
@@ -87,9 +110,13 @@ class RevocationEndpoint(BaseRevocationEndpoint):  # type: ignore[misc]
     def check_params(self, request: OAuth2Request, client: Client) -> None:
         _check_token_param(request)
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
-        return self.server.find_access_token(token_string, authoritative=False)
+    def query_token(
+        self, token_string: str, token_type_hint: str | None
+    ) -> IssuedToken | RefreshToken | None:
+        return self.server.find_token(token_string, authoritative=False)
 
-    def revoke_token(self, token: IssuedToken, request: OAuth2Request) -> None:
-        if not token.expired:  # an expired token is dead already; nothing to remember
+    def revoke_token(self, token: IssuedToken | RefreshToken, request: OAuth2Request) -> None:
+        if isinstance(token, RefreshToken):
+            self.server.grants.revoke_family(token.context.family)
+        elif not token.expired:  # an expired token is dead already; nothing to remember
             self.server.revoke_access_token(token.claims)

@@ -26,10 +26,15 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.requests import JsonPayload, OAuth2Payload
 
+from smart_auth.accounts import AccountRegistry
 from smart_auth.client_auth import BasicAuthentication, PrivateKeyJWT, check_one_auth_mechanism
 from smart_auth.clients import Client, ClientRegistry
+from smart_auth.codes import AuthorizationCode, CodeStore
 from smart_auth.endpoints import IntrospectionEndpoint, IssuedToken, RevocationEndpoint
-from smart_auth.grants import ClientCredentialsGrant
+from smart_auth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from smart_auth.id_tokens import IdTokenService
+from smart_auth.refresh import GrantContext, GrantStore, RefreshToken
+from smart_auth.sessions import SessionStore
 from smart_auth.settings import AuthSettings
 from smart_auth.store import AuthStore
 from smart_auth.tokens import AccessToken, InvalidToken, TokenService
@@ -126,12 +131,23 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         clients: ClientRegistry,
         tokens: TokenService,
         fhir_base: str,
+        accounts: AccountRegistry,
+        sessions: SessionStore,
+        codes: CodeStore,
+        grants: GrantStore,
+        id_tokens: IdTokenService,
     ) -> None:
         super().__init__()
+        self.settings = settings
         self.store = store
         self.clients = clients
         self.tokens = tokens
         self.fhir_base = fhir_base
+        self.accounts = accounts
+        self.sessions = sessions
+        self.codes = codes
+        self.grants = grants
+        self.id_tokens = id_tokens
         # Created now, not lazily on the first request: the server is shared by threads.
         self._client_auth = ClientAuthentication(self.query_client)
         self.register_client_auth_method("client_secret_basic", BasicAuthentication(clients))
@@ -145,6 +161,8 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         self.register_token_generator("default", self._generate_token)
         self.register_grant(ClientCredentialsGrant)
+        self.register_grant(AuthorizationCodeGrant)
+        self.register_grant(RefreshTokenGrant)
         self.register_endpoint(IntrospectionEndpoint)
         self.register_endpoint(RevocationEndpoint)
 
@@ -182,12 +200,69 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         }
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        """Persist what must outlive the response. Access tokens are self-contained JWTs, so
-        nothing here costs a write per token: they die by expiry or by the denylist (by jti; by
-        grant family once refresh tokens exist). Refresh tokens will be stored hashed in `tokens`.
-        """
-        if "refresh_token" in token:
-            raise NotImplementedError("refresh tokens arrive with the authorization-code slice")
+        """Nothing to persist for client_credentials: access tokens are self-contained JWTs that
+        die by expiry or the denylist. User grants record their tokens in `issue_tokens`."""
+
+    # -- user grants (authorization code, refresh) -----------------------------------------------
+
+    def issue_tokens(
+        self, context: GrantContext, scope: str, code: AuthorizationCode | None
+    ) -> dict[str, Any]:
+        """The SMART token response for a user grant; its tokens recorded under the grant
+        (`GrantRevoked` when the grant was revoked meanwhile)."""
+        token, claims = self.tokens.mint(
+            audience=self.fhir_base,
+            client_id=context.client_id,
+            subject=context.sub,
+            scope=scope,
+            patient=context.patient,
+            fhir_user=context.fhir_user,
+        )
+        scopes = set(scope.split())
+        refresh = self.grants.issue(
+            context, scope=scope, access=claims, refresh_until=self._refresh_until(context, scopes)
+        )
+        body: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "scope": scope,
+        }
+        if refresh is not None:
+            body["refresh_token"] = refresh
+        if context.patient is not None:
+            body["patient"] = context.patient
+        body["need_patient_banner"] = context.need_patient_banner
+        body["smart_style_url"] = self.settings.public_base + "/auth/smart-style.json"
+        if code is not None and "openid" in scopes:
+            identity = bool(scopes & {"fhirUser", "profile"})
+            body["id_token"] = self.id_tokens.mint(
+                client_id=context.client_id,
+                sub=context.sub,
+                auth_time=code.auth_time,
+                nonce=code.nonce,
+                fhir_user=context.fhir_user if identity else None,
+            )
+        return body
+
+    def _refresh_until(self, context: GrantContext, scopes: set[str]) -> float | None:
+        """When a new refresh token would expire; None when none may be issued."""
+        client = self.clients.get(context.client_id)
+        if client is None or not client.check_grant_type("refresh_token"):
+            return None
+        if "offline_access" in scopes:
+            return self.store.clock() + self.settings.refresh_token_lifetime
+        if "online_access" in scopes and context.session is not None:
+            session = self.sessions.alive(context.session)
+            return session.absolute_expiry if session is not None else None
+        return None
+
+    def still_authorized(self, context: GrantContext) -> bool:
+        """The user still exists as the same FHIR user; an online grant's session still lives."""
+        account = self.accounts.by_sub(context.sub)
+        if account is None or account.fhir_user != context.fhir_user:
+            return False
+        return context.session is None or self.sessions.alive(context.session) is not None
 
     def create_oauth2_request(self, request: FormRequest | OAuth2Request) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
@@ -221,6 +296,11 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def revoke_access_token(self, claims: AccessToken) -> None:
         self.tokens.denylist.revoke(claims.jti, claims.exp, claims.client_id)
+
+    def find_token(self, token: str, *, authoritative: bool) -> IssuedToken | RefreshToken | None:
+        """An access token or a refresh token of ours (RFC 7662/7009: search every type)."""
+        found = self.find_access_token(token, authoritative=authoritative)
+        return found if found is not None else self.grants.find(token)
 
     # -- entry points (blocking; the router calls them through `run_sync`) ------------------------
 

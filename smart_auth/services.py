@@ -1,7 +1,8 @@
 """The authorization server's parts, built once per process from `AuthSettings`.
 
-`fhir_server.create_app()` builds one `AuthServices`, awaits `start()` in its lifespan, mounts
-`auth_router(services)`, and calls `verify_access_token` on every FHIR request.
+`fhir_server.create_app()` builds one `AuthServices` (passing its `PatientDirectory`), awaits
+`start()` in its lifespan, mounts `auth_router(services)`, serves `smart_configuration(settings)`
+at `/fhir/.well-known/smart-configuration`, and calls `verify_access_token` on every FHIR request.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from dataclasses import dataclass
 
 from authlib.common.security import is_secure_transport
 
+from smart_auth.accounts import AccountRegistry, LoginThrottle
+from smart_auth.authorize import PendingRequests
 from smart_auth.clients import ClientRegistry
+from smart_auth.codes import CodeStore
+from smart_auth.directory import PatientDirectory, SelfOnlyDirectory
 from smart_auth.hashing import SecretHasher
+from smart_auth.id_tokens import IdTokenService
 from smart_auth.keys import KeyRing
+from smart_auth.launches import LaunchContexts
+from smart_auth.refresh import GrantStore
 from smart_auth.revocation import Denylist
 from smart_auth.server import SmartAuthorizationServer
+from smart_auth.sessions import SessionStore
 from smart_auth.settings import AuthSettings
 from smart_auth.store import AuthStore, Clock, run_sync
 from smart_auth.tokens import AccessToken, TokenService
@@ -34,6 +43,13 @@ class AuthServices:
     tokens: TokenService
     clients: ClientRegistry
     server: SmartAuthorizationServer
+    accounts: AccountRegistry
+    sessions: SessionStore
+    pending: PendingRequests
+    launches: LaunchContexts
+    codes: CodeStore
+    grants: GrantStore
+    directory: PatientDirectory
 
     @classmethod
     def create(
@@ -44,8 +60,13 @@ class AuthServices:
         store: AuthStore | None = None,
         clock: Clock = time.time,
         key_miss_refresh_interval: float = 1.0,
+        directory: PatientDirectory | None = None,
     ) -> AuthServices:
-        """Wire the parts; no I/O yet (the MongoClient connects in the background)."""
+        """Wire the parts; no I/O yet (the MongoClient connects in the background).
+
+        `directory` answers the FHIR questions of the login and approval pages; without one, a
+        Patient user acts for itself only (`SelfOnlyDirectory`).
+        """
         fhir_base = (fhir_base or settings.fhir_base).rstrip("/")
         if not is_secure_transport(settings.token_endpoint):
             # OAuth needs TLS: Authlib answers every request `insecure_transport` (RFC 6749 1.6).
@@ -71,11 +92,55 @@ class AuthServices:
             leeway=settings.clock_leeway,
             clock=clock,
         )
-        clients = ClientRegistry(store, SecretHasher(settings.argon2_profile))
-        server = SmartAuthorizationServer(
-            settings=settings, store=store, clients=clients, tokens=tokens, fhir_base=fhir_base
+        hasher = SecretHasher(settings.argon2_profile)
+        clients = ClientRegistry(store, hasher)
+        throttle = LoginThrottle(
+            store,
+            window=settings.login_failure_window,
+            per_account=settings.login_max_failures,
+            per_ip=settings.login_max_failures_per_ip,
         )
-        return cls(settings, fhir_base, store, keys, denylist, tokens, clients, server)
+        accounts = AccountRegistry(store, hasher, throttle)
+        sessions = SessionStore(
+            store,
+            idle_timeout=settings.session_idle_timeout,
+            lifetime=settings.session_lifetime,
+            secure=settings.secure_cookies,
+        )
+        codes = CodeStore(store, settings.authorization_code_lifetime)
+        grants = GrantStore(store, denylist)
+        id_tokens = IdTokenService(
+            keys, issuer=settings.issuer_url, lifetime=settings.id_token_lifetime, clock=clock
+        )
+        server = SmartAuthorizationServer(
+            settings=settings,
+            store=store,
+            clients=clients,
+            tokens=tokens,
+            fhir_base=fhir_base,
+            accounts=accounts,
+            sessions=sessions,
+            codes=codes,
+            grants=grants,
+            id_tokens=id_tokens,
+        )
+        return cls(
+            settings,
+            fhir_base,
+            store,
+            keys,
+            denylist,
+            tokens,
+            clients,
+            server,
+            accounts=accounts,
+            sessions=sessions,
+            pending=PendingRequests(store, settings.authorization_request_lifetime),
+            launches=LaunchContexts(store, settings.launch_context_lifetime),
+            codes=codes,
+            grants=grants,
+            directory=directory or SelfOnlyDirectory(),
+        )
 
     async def start(self) -> None:
         """Create the indexes (idempotent; every worker may run it)."""

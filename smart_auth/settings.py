@@ -32,7 +32,31 @@ class AuthSettings(BaseSettings):
         default=300, ge=30, le=3600, description="access token lifetime, seconds"
     )
     refresh_token_lifetime: int = Field(
-        default=90 * 86400, ge=60, description="refresh token lifetime, seconds (later slice)"
+        default=90 * 86400, ge=60, description="offline_access refresh token lifetime, seconds"
+    )
+    authorization_code_lifetime: int = Field(
+        default=60, ge=10, le=600, description="authorization code lifetime, seconds"
+    )
+    authorization_request_lifetime: int = Field(
+        default=900, ge=60, le=3600, description="time to log in and approve, seconds"
+    )
+    launch_context_lifetime: int = Field(
+        default=600, ge=30, le=86400, description="EHR launch value lifetime, seconds"
+    )
+    session_idle_timeout: int = Field(
+        default=900, ge=60, description="login session ends after this much inactivity, seconds"
+    )
+    session_lifetime: int = Field(
+        default=12 * 3600, ge=300, description="login session absolute lifetime, seconds"
+    )
+    login_max_failures: int = Field(
+        default=10, ge=1, le=100, description="failed logins per account per window before lock"
+    )
+    login_max_failures_per_ip: int = Field(
+        default=50, ge=1, description="failed logins per client IP per window before 429"
+    )
+    login_failure_window: int = Field(
+        default=900, ge=60, description="window (and lock time) of the login throttle, seconds"
     )
     id_token_lifetime: int = Field(default=300, ge=30, description="id_token lifetime, seconds")
     key_rotation_period: int = Field(
@@ -47,7 +71,7 @@ class AuthSettings(BaseSettings):
     clock_leeway: int = Field(default=30, ge=0, le=120, description="clock skew allowed, seconds")
     argon2_profile: Argon2Profile = Field(
         default="RFC_9106_LOW_MEMORY",
-        description="argon2 parameters for client secrets; CHEAPEST only in tests",
+        description="argon2 parameters for client secrets and passwords; CHEAPEST only in tests",
     )
 
     @property
@@ -62,6 +86,11 @@ class AuthSettings(BaseSettings):
     @property
     def issuer_url(self) -> str:
         return (self.issuer or self.public_base).rstrip("/")
+
+    @property
+    def secure_cookies(self) -> bool:
+        """https public URL: `Secure` cookies with the `__Host-` prefix."""
+        return self.public_base.startswith("https://")
 
     @property
     def token_endpoint(self) -> str:

@@ -9,23 +9,32 @@ endpoints wrap the whole synchronous operation in `run_sync`.
 
 Collections (lower case; FHIR type collections are capitalised, so names never clash):
 
-- `clients`  `_id` = client_id; the registration (`clients.py`).
-- `keys`     `_id` = kid; private JWK, `purpose`, `successor_of` (unique per purpose: one
-             successor per key, so concurrent workers cannot rotate twice), `active_until`,
-             `expires_at` (TTL).
-- `tokens`   refresh tokens and grants (the authorization-code slice): `_id` = SHA-256 of the
-             refresh token, `client_id`, `family` = grant id (rotation with reuse detection; a
-             reused token revokes the family, and its access tokens through a `revoked` entry for
-             the family id they carry), `expires_at` (TTL). Access tokens are self-contained JWTs
-             and are not stored.
-- `jti`      client-assertion replay records, `_id` = "client_id:jti", `expires_at` (TTL).
-- `revoked`  revoked access-token jtis, `_id` = jti, `exp` (TTL: forgotten once the token dies).
+- `clients`   `_id` = client_id; the registration (`clients.py`).
+- `keys`      `_id` = kid; private JWK, `purpose`, `successor_of` (unique per purpose: one
+              successor per key, so concurrent workers cannot rotate twice), `active_until`,
+              `expires_at` (TTL).
+- `accounts`  `_id` = username; argon2 password hash, `sub`, `fhir_user`, TOTP secret.
+- `login_failures`  `_id` = "account:<name>" or "ip:<address>"; failed-login counters (TTL).
+- `sessions`  `_id` = SHA-256 of the session cookie; the signed-in user, CSRF token, idle and
+              absolute expiry (`expires_at`, TTL).
+- `authorization_requests`  `_id` = random id; a validated authorization request waiting for
+              login and approval (TTL).
+- `launches`  `_id` = SHA-256 of an EHR launch value; patient and client (TTL).
+- `codes`     `_id` = SHA-256 of an authorization code; what it grants, `used`, `replayed` (TTL).
+- `grants`    `_id` = grant id (the refresh-token family); `revoked` (TTL).
+- `tokens`    one document per token issuance of a grant: `_id` = SHA-256 of the refresh token
+              (or of an unreturned random value when no refresh token was issued), `family` =
+              grant id, the access token's `access_jti`/`access_exp` (so revoking the family
+              reaches its live access tokens), `used` (rotation), `expires_at` (TTL).
+- `jti`       client-assertion replay records, `_id` = "client_id:jti", `expires_at` (TTL).
+- `revoked`   revoked access-token jtis, `_id` = jti, `exp` (TTL: forgotten once the token dies).
 
 Expiry is also checked in every query, so correctness never waits for the TTL monitor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +53,15 @@ Document = dict[str, Any]
 Clock = Callable[[], float]
 
 CLIENTS, KEYS, TOKENS, JTI, REVOKED = "clients", "keys", "tokens", "jti", "revoked"
+ACCOUNTS, LOGIN_FAILURES, SESSIONS = "accounts", "login_failures", "sessions"
+AUTHORIZATION_REQUESTS, LAUNCHES, CODES, GRANTS = (
+    "authorization_requests",
+    "launches",
+    "codes",
+    "grants",
+)
+# Collections whose documents die at `expires_at`.
+_EXPIRING = (KEYS, TOKENS, JTI, LOGIN_FAILURES, SESSIONS, AUTHORIZATION_REQUESTS, LAUNCHES, CODES)
 
 
 async def run_sync(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -103,6 +121,34 @@ class AuthStore:
     def revoked(self) -> Collection[Document]:
         return self.db[REVOKED]
 
+    @property
+    def accounts(self) -> Collection[Document]:
+        return self.db[ACCOUNTS]
+
+    @property
+    def login_failures(self) -> Collection[Document]:
+        return self.db[LOGIN_FAILURES]
+
+    @property
+    def sessions(self) -> Collection[Document]:
+        return self.db[SESSIONS]
+
+    @property
+    def authorization_requests(self) -> Collection[Document]:
+        return self.db[AUTHORIZATION_REQUESTS]
+
+    @property
+    def launches(self) -> Collection[Document]:
+        return self.db[LAUNCHES]
+
+    @property
+    def codes(self) -> Collection[Document]:
+        return self.db[CODES]
+
+    @property
+    def grants(self) -> Collection[Document]:
+        return self.db[GRANTS]
+
     def now(self) -> datetime:
         return utc(self.clock())
 
@@ -111,12 +157,23 @@ class AuthStore:
         self.keys.create_index(
             [("purpose", ASCENDING), ("successor_of", ASCENDING)], unique=True, name="one_successor"
         )
-        self.keys.create_index("expires_at", expireAfterSeconds=0, name="ttl")
-        self.tokens.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        for name in _EXPIRING:
+            self.db[name].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.tokens.create_index([("client_id", ASCENDING)], name="client")
         self.tokens.create_index([("family", ASCENDING)], name="family", sparse=True)
-        self.jti.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.accounts.create_index([("sub", ASCENDING)], unique=True, name="sub")
+        # One code per PKCE challenge: a reused challenge is refused (RFC 9700 section 2.1.1).
+        self.codes.create_index([("code_challenge", ASCENDING)], unique=True, name="challenge")
         self.revoked.create_index("exp", expireAfterSeconds=0, name="ttl")
+        # A grant lives as long as its longest-lived token; its TTL field is `expires_at` too.
+        self.grants.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.grants.create_index([("client_id", ASCENDING), ("sub", ASCENDING)], name="owner")
 
     def close(self) -> None:
         self.client.close()
+
+
+def digest(secret: str) -> str:
+    """The stored form of a random bearer secret (code, refresh token, session id): SHA-256 is
+    enough because the secrets carry 256 bits of entropy; a database leak yields nothing usable."""
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.access import access
+from fhir_server.access import access, insufficient_scope
 from fhir_server.bundles import bundle, history_entry
 from fhir_server.errors import bad_request
 from fhir_server.http import fhir_response, negotiate
@@ -109,5 +109,7 @@ async def history_type(request: Request) -> Response:
 
 
 async def history_system(request: Request) -> Response:
-    """GET [base]/_history."""
+    """GET [base]/_history: every patient's changes, so only for system scopes (backends)."""
+    if not any(s.context == "system" for s in access(request).ctx.scopes.resources):
+        raise insufficient_scope("System-level history needs a system scope")
     return await _history(request, None, None)

@@ -98,6 +98,28 @@ CARER_OF_GRAN = {"gran": Delegation([CARER], None)}
             "deny",
             "delegation-none",
         ),
+        # a delegate never edits who may act for the patient (catalogue DL-08)
+        (
+            ctx("user/*.cruds", user="RelatedPerson/mum", delegations=MUM),
+            "u",
+            Target("Consent", frozenset({"child"}), True),
+            "deny",
+            "delegation-records",
+        ),
+        (
+            ctx("patient/*.cruds", "child", "RelatedPerson/mum", MUM),
+            "c",
+            Target("RelatedPerson", frozenset({"child"}), True),
+            "deny",
+            "delegation-records",
+        ),
+        (
+            ctx("user/*.rs", user="RelatedPerson/mum", delegations=MUM),
+            "r",
+            Target("Consent", frozenset({"child"}), True),
+            "permit",
+            "Consent/guardian.provision",
+        ),
         # nothing granted
         (ctx("openid fhirUser", "A"), "r", obs("A"), "deny", "default-deny"),
     ],

@@ -494,3 +494,153 @@ def test_unrelated_person_sees_nothing(server, world):
     with as_(server, "user/*.rs", fhir_user=f"RelatedPerson/nobody-{uuid.uuid4().hex}") as c:
         assert c.get(f"/Observation/{world.p_lab}").status_code == 404
         assert_outcome(c.get("/Observation"), 403)
+
+
+# -- catalogue cases (../shared/reference/security-catalogue.md, TU and PC) ---------------------
+
+
+def test_pc02_pc03_every_spelling_of_another_patient_is_403(server, world, fhir_base):
+    spellings = [
+        [("patient", world.q)],
+        [("patient", f"Patient/{world.q}")],
+        [("patient", f"{fhir_base}/Patient/{world.q}")],
+        [("subject:Patient", world.q)],
+        [("patient", f"Patient/{world.q}/_history/1")],
+        [("patient", f"{world.p},{world.q}")],  # OR
+        [("patient", world.p), ("patient", world.q)],  # AND
+    ]
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        for params in spellings:
+            assert_outcome(c.get("/Observation", params=params), 403, code="forbidden")
+        assert_outcome(
+            c.get("/Patient", params={"_id": world.q, "_revinclude": "*"}), 403, code="forbidden"
+        )
+        # a chain or reverse chain cannot reach past the patient
+        chained = ids(
+            c.get("/Observation", params={"subject:Patient.birthdate": "1980-01-01"}).json()
+        )
+        assert not chained
+        assert ids(
+            c.get("/Patient", params={"_has:Observation:patient:code": "2339-0"}).json()
+        ) <= {world.p}
+
+
+def test_tu07_writes_without_the_letter_are_insufficient_scope(server, world):
+    with as_(server, "patient/Observation.rs", patient=world.p) as c:
+        r = c.post("/Observation", json=observation("n", world.p, LAB, world.practitioner))
+        assert_outcome(r, 403)
+        assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+
+
+def test_tu08_pc11_system_history_needs_a_system_scope(server, world):
+    with as_(server, "patient/*.cruds", patient=world.p) as c:
+        assert_outcome(c.get("/_history"), 403)
+        assert_outcome(c.delete("/Observation", params={"code": "nothing"}), 404)
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        assert_outcome(c.delete("/Observation", params={"code": "2339-0"}), 403)
+    with as_(server, "system/*.rs") as c:
+        assert c.get("/_history", params={"_count": 1}).status_code == 200
+
+
+def test_pc12_a_version_from_another_patients_era_is_not_shown(server, world):
+    oid = f"moved-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url + "/fhir", auth=server.auth(), timeout=30) as admin:
+        put(admin, observation(oid, world.q, LAB, world.practitioner))
+        put(admin, observation(oid, world.p, LAB, world.practitioner))  # moved to p
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        assert c.get(f"/Observation/{oid}").status_code == 200
+        assert c.get(f"/Observation/{oid}/_history/1").status_code == 404
+        history = c.get(f"/Observation/{oid}/_history").json()
+        assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2"]
+
+
+def test_pc13_a_cursor_does_not_carry_permission(server, world):
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        first = c.get("/Observation", params={"_count": 1}).json()
+        next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    with as_(server, "patient/*.rs", patient=world.q) as c:
+        page = c.get(next_url).json()
+        assert all(
+            e["resource"]["subject"]["reference"] == f"Patient/{world.q}"
+            for e in page.get("entry", [])
+        )
+
+
+def test_pc21_binary_follows_its_security_context(server, world):
+    tag = uuid.uuid4().hex[:8]
+    data = base64.b64encode(b"report").decode()
+    with httpx.Client(base_url=server.url + "/fhir", auth=server.auth(), timeout=30) as admin:
+        for bid, context in ((f"bp-{tag}", world.p), (f"bq-{tag}", world.q)):
+            put(
+                admin,
+                {
+                    "resourceType": "Binary",
+                    "id": bid,
+                    "contentType": "text/plain",
+                    "securityContext": {"reference": f"Patient/{context}"},
+                    "data": data,
+                },
+            )
+        put(admin, {"resourceType": "Binary", "id": f"bn-{tag}", "contentType": "text/plain"})
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        assert c.get(f"/Binary/bp-{tag}").status_code == 200
+        assert c.get(f"/Binary/bq-{tag}").status_code == 404
+        assert c.get(f"/Binary/bn-{tag}").status_code == 404
+
+
+def test_pc22_summary_and_elements_do_not_change_the_answer(server, world):
+    with as_(server, "patient/*.rs", patient=world.p) as c:
+        for params in ({"_summary": "true"}, {"_elements": "status"}, {"_summary": "count"}):
+            assert_outcome(c.get("/Observation", params={**params, "patient": world.q}), 403)
+        summary = c.get("/Observation", params={"_summary": "true", "_count": 1000}).json()
+        assert world.q_lab not in ids(summary)
+
+
+def test_tu06_a_code_or_refresh_token_is_not_a_bearer_token(server):
+    for value in ("r3fr35h-t0k3n-valu3", "c0de." + "a" * 40):
+        r = httpx.get(
+            server.url + "/fhir/Patient", headers={"Authorization": f"Bearer {value}"}, timeout=10
+        )
+        assert_outcome(r, 401)
+
+
+def test_dl05_the_related_person_must_be_current_and_the_patients(server, world):
+    actor = f"RelatedPerson/{world.related}"
+    related = {
+        "resourceType": "RelatedPerson",
+        "id": world.related,
+        "patient": {"reference": f"Patient/{world.p}"},
+    }
+    admin = httpx.Client(base_url=server.url + "/fhir", auth=server.auth(), timeout=30)
+    with admin, as_(server, "user/*.rs", fhir_user=actor) as c:
+        assert c.get(f"/Observation/{world.p_lab}").status_code == 200
+        for changed in (
+            {**related, "active": False},
+            {**related, "period": {"end": "2021-01-01"}},
+            {**related, "patient": {"reference": f"Patient/{world.q}"}},  # links disagree
+        ):
+            try:
+                assert admin.put(f"/RelatedPerson/{world.related}", json=changed).is_success
+                time.sleep(1.1)
+                assert c.get(f"/Observation/{world.p_lab}").status_code == 404, changed
+            finally:
+                assert admin.put(f"/RelatedPerson/{world.related}", json=related).is_success
+        time.sleep(1.1)
+        assert c.get(f"/Observation/{world.p_lab}").status_code == 200
+
+
+def test_dl08_a_delegate_cannot_rewrite_its_own_delegation(server, world):
+    actor = f"RelatedPerson/{world.related}"
+    with as_(server, "patient/*.cruds", patient=world.p, fhir_user=actor) as c:
+        current = c.get(f"/Consent/{world.consent}")
+        assert current.status_code == 200
+        extended = {**current.json(), "status": "active"}
+        extended["provision"]["period"] = {"start": "2000-01-01"}
+        assert_outcome(c.put(f"/Consent/{world.consent}", json=extended), 403)
+        assert_outcome(c.post("/Consent", json=consent("new", world.p, actor)), 403)
+        moved = {
+            "resourceType": "RelatedPerson",
+            "id": world.related,
+            "patient": {"reference": f"Patient/{world.q}"},
+        }
+        assert_outcome(c.put(f"/RelatedPerson/{world.related}", json=moved), 403)

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 import fhir_server.app as app_module
 from fhir_server.settings import Settings
+from tests.fhir_server.test_access import consent as permit
 from tests.support import mint_token
 
 
@@ -77,11 +78,11 @@ def tour(database, monkeypatch):
     settings = Settings(mongodb_uri=database.uri, db_name=f"plans_{uuid.uuid4().hex[:6]}")
     app = app_module.create_app(settings)
     token = mint_token(database.uri, settings.db_name, settings.port, "system/*.cruds")
-    return app, recorder, token
+    return app, recorder, token, (settings.db_name, settings.port)
 
 
 async def test_every_query_uses_an_index(tour, database):
-    app, recorder, token = tour
+    app, recorder, token, (db_name, port) = tour
     pid = f"tour-{uuid.uuid4().hex[:6]}"
     async with (
         app.router.lifespan_context(app),
@@ -111,10 +112,28 @@ async def test_every_query_uses_an_index(tour, database):
                 },
             )
             assert r.status_code == 201
+        consent = permit(f"c-{pid}", pid, f"RelatedPerson/r-{pid}")
+        related = {
+            "resourceType": "RelatedPerson",
+            "id": f"r-{pid}",
+            "patient": {"reference": f"Patient/{pid}"},
+        }
+        for resource in (consent, related):
+            url = f"/{resource['resourceType']}/{resource['id']}"
+            assert (await client.put(url, json=resource)).status_code == 201
         recorder.finds.clear()
         for path in TOUR:
             r = await client.get(path.format(pid=pid))
             assert r.status_code == 200, (path, r.text)
+        # the same tour narrowed to a patient, and as a RelatedPerson (Consents looked up)
+        for context in ({"patient": pid}, {"fhir_user": f"RelatedPerson/r-{pid}", "patient": pid}):
+            narrowed = mint_token(database.uri, db_name, port, "patient/*.rs", **context)
+            headers = {"Authorization": f"Bearer {narrowed}"}
+            for path in TOUR:
+                if path.startswith("/_history"):
+                    continue  # system history needs a system scope
+                r = await client.get(path.format(pid=pid), headers=headers)
+                assert r.status_code == 200, (path, context, r.text)
     assert recorder.finds, "the tour issued no find commands"
     sync = MongoClient(database.uri)
     try:

@@ -20,6 +20,7 @@ from smart_auth.router import auth_router
 from smart_auth.services import AuthServices
 from smart_auth.settings import AuthSettings
 from smart_auth.tokens import TokenService
+from tests.smart_auth.browser import FAMILY
 from tests.smart_auth.helpers import assertion, assertion_form, es384_key, public_jwks, rs384_key
 from tests.support import TLS, EmbeddedDatabase, free_port, wait_until
 
@@ -93,8 +94,9 @@ class BackendClient:
 @pytest.fixture(scope="session")
 def auth_server(database: EmbeddedDatabase) -> Iterator[AuthServer]:
     port = free_port()
-    settings = auth_settings(database, port)
-    services = AuthServices.create(settings)
+    # Every test logs in from 127.0.0.1: the per-IP throttle has its own server (test_login.py).
+    settings = auth_settings(database, port, login_max_failures_per_ip=100_000)
+    services = AuthServices.create(settings, directory=FAMILY)
     with serving(auth_app(services), port):
         yield AuthServer(f"http://127.0.0.1:{port}", settings, services)
 

@@ -7,9 +7,10 @@ import pytest
 
 from smart_auth.router import smart_configuration
 from smart_auth.services import AuthServices
+from smart_auth.settings import AuthSettings
 from tests.smart_auth.conftest import AuthServer, auth_app, auth_settings
 from tests.smart_auth.helpers import basic, oauth_error
-from tests.support import EmbeddedDatabase, free_port
+from tests.support import ROOT, EmbeddedDatabase, free_port
 
 
 def test_smart_configuration_lists_only_what_works(
@@ -17,29 +18,56 @@ def test_smart_configuration_lists_only_what_works(
 ) -> None:
     config = smart_configuration(auth_server.settings)
     base = auth_server.url
+    assert config["issuer"] == auth_server.settings.issuer_url
+    assert config["authorization_endpoint"] == base + "/auth/authorize"
     assert config["token_endpoint"] == base + "/auth/token" == auth_server.token_url
     assert config["jwks_uri"] == base + "/auth/jwks"
+    assert config["userinfo_endpoint"] == base + "/auth/userinfo"
     assert config["introspection_endpoint"] == base + "/auth/introspect"
     assert config["revocation_endpoint"] == base + "/auth/revoke"
-    assert config["grant_types_supported"] == ["client_credentials"]
+    assert config["grant_types_supported"] == [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+    ]
+    assert config["response_types_supported"] == ["code"]
+    assert config["code_challenge_methods_supported"] == ["S256"]  # never plain (checklist 1.10)
+    assert config["authorization_response_iss_parameter_supported"] is True
     assert set(config["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
+        "none",
     }
     assert config["token_endpoint_auth_signing_alg_values_supported"] == ["ES384", "RS384"]
     assert set(config["capabilities"]) == {
-        "client-confidential-asymmetric",
+        "launch-standalone",
+        "launch-ehr",
+        "authorize-post",
+        "client-public",
         "client-confidential-symmetric",
+        "client-confidential-asymmetric",
+        "context-standalone-patient",
+        "context-ehr-patient",
+        "context-banner",
+        "context-style",
         "permission-v1",
         "permission-v2",
+        "permission-patient",
+        "permission-user",
+        "permission-offline",
+        "permission-online",
+        "sso-openid-connect",
     }
-    assert all(s.startswith("system/") for s in config["scopes_supported"])
-    assert "authorization_endpoint" not in config  # not in this slice: not advertised
+    assert {"openid", "fhirUser", "launch/patient", "offline_access"} <= set(
+        config["scopes_supported"]
+    )
     # Every advertised endpoint answers (an OAuth error is fine; a 404 is a lie).
     for key in ("token_endpoint", "introspection_endpoint", "revocation_endpoint"):
         assert http.post(config[key], data={}).status_code in (400, 401), key
     assert http.get(config["jwks_uri"]).status_code == 200
+    assert http.get(config["userinfo_endpoint"]).status_code == 401
+    assert http.get(config["authorization_endpoint"]).status_code == 400  # an error page
 
 
 @pytest.mark.parametrize(
@@ -112,3 +140,13 @@ async def test_plain_http_public_url_off_loopback_is_refused_not_500(
                 oauth_error(r, 400, "insecure_transport")
     finally:
         services.close()
+
+
+def test_every_auth_setting_is_in_the_readme_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        f"PHR_{name.upper()}"
+        for name in AuthSettings.model_fields
+        if f"`PHR_{name.upper()}`" not in readme
+    ]
+    assert not missing, f"README configuration table lacks {missing}"
