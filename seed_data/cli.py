@@ -79,11 +79,23 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (PHR_PORT, default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (PHR_WORKERS, default 1)")
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo scenario")
+    app = commands.add_parser(
+        "app",
+        help="run a small SMART app (the demo's registered client) against a running server",
+        description="A standalone SMART launch with PKCE: log in as a demo user, approve, and "
+        "see that patient's record read through the token.",
+    )
+    app.add_argument("--url", default="http://localhost:8080/fhir", help="FHIR base of the server")
+    app.add_argument("--port", type=int, default=8081, help="port of the app (default 8081)")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "app":
+        from seed_data.demo_app import run as run_app
+
+        return run_app(args.url, args.port)
     if args.command == "serve":
         from seed_data.serve import serve
 

@@ -27,12 +27,14 @@ from fhir_server.logs import configure_logging
 from fhir_server.settings import get_settings
 from seed_data import auth
 from seed_data.loader import Credentials, LoaderError, Options, load, remote
+from seed_data.logins import seed_logins
 from seed_data.report import Report
 from smart_auth.services import AuthServices
 from smart_auth.settings import AuthSettings
 
 DEMO = Path(__file__).resolve().parent / "demo"
 FAMILY = "01-family.json"  # the Patients (and who may see what): loaded last
+DEMO_PATIENT = "demo-parent"  # present when the demo family is loaded
 READY_TIMEOUT = 180.0
 log = logging.getLogger("phr")
 
@@ -110,25 +112,31 @@ class DemoSeeder:
         # loader's tokens with the server's own keys.
         services = AuthServices.create(AuthSettings())
         try:
-            await self._seed(self.root_url + "/fhir", auth.minted(services))
+            if await self._seed(self.root_url + "/fhir", auth.minted(services)):
+                created = await asyncio.to_thread(seed_logins, services)
+                if created.accounts or created.apps:
+                    fields = {"accounts": created.accounts, "apps": created.apps}
+                    log.info("demo logins created (DEMO ONLY)", extra={"fields": fields})
         finally:
             services.close()
 
-    async def _seed(self, fhir: str, token: auth.TokenAuth) -> None:
+    async def _seed(self, fhir: str, token: auth.TokenAuth) -> bool:
+        """Load the demo into an empty database; True when the demo family is there."""
+        headers = {"Accept": "application/fhir+json"}
         async with httpx.AsyncClient(timeout=30, auth=token) as client:
             answer = await client.get(
-                fhir + "/Patient",
-                params={"_summary": "count"},
-                headers={"Accept": "application/fhir+json"},
+                fhir + "/Patient", params={"_summary": "count"}, headers=headers
             )
             answer.raise_for_status()
             patients = answer.json().get("total") or 0
+            if patients:
+                present = await client.get(fhir + "/Patient/" + DEMO_PATIENT, headers=headers)
         if patients:
             log.info(
                 "demo scenario not loaded: the database already holds patients",
                 extra={"fields": {"patients": patients}},
             )
-            return
+            return present.status_code == 200
         records = sorted(f for f in self.demo.glob("*.json") if f.name != FAMILY)
         options = Options(progress=False)
         try:
@@ -139,10 +147,10 @@ class DemoSeeder:
                     report = combine(report, family)
         except LoaderError as exc:
             log.error("demo scenario: %s", exc)
-            return
+            return False
         if not report.ok and (self.stopping.is_set() or not await self.alive()):
             log.info("demo scenario: loading interrupted by shutdown; the next start loads it")
-            return
+            return False
         fields = {
             "resources": report.resources,
             "loaded": report.total("loaded"),
@@ -155,6 +163,7 @@ class DemoSeeder:
             problems = [m for f in report.failures for m in f.messages][:20]
             fields["problems"] = problems  # type: ignore[assignment]
             log.error("demo scenario loaded with failures", extra={"fields": fields})
+        return report.ok
 
 
 def combine(first: Report, second: Report) -> Report:

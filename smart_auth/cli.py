@@ -86,8 +86,8 @@ def _summary(client: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = AuthSettings()
-    if not settings.mongodb_uri:
-        print("PHR_MONGODB_URI is not set: point it at the server's database", file=sys.stderr)
+    if not settings.database_uri():
+        print("No database: start the server (make run) or set PHR_MONGODB_URI", file=sys.stderr)
         return 2
     store = AuthStore.connect(settings)
     try:

@@ -7,6 +7,7 @@ this package must not import `fhir_server`; `create_app()` passes its values in 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -19,6 +20,7 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHR_", extra="ignore")
 
     mongodb_uri: str | None = Field(default=None, description="MongoDB URI (same as the FHIR API)")
+    data_dir: Path = Field(default=Path("var/db"), description="embedded database directory")
     db_name: str = Field(default="phr", description="database name")
     db_timeout_ms: int = Field(default=2000, description="database wait before failing (503)")
     port: int = Field(default=8080, description="port, for the default public base URL")
@@ -73,6 +75,14 @@ class AuthSettings(BaseSettings):
         default="RFC_9106_LOW_MEMORY",
         description="argon2 parameters for client secrets and passwords; CHEAPEST only in tests",
     )
+
+    def database_uri(self) -> str | None:
+        """`PHR_MONGODB_URI`, else the URI a running embedded launcher left beside its data
+        directory (`var/db.uri`), so the CLIs reach the database `make run` started."""
+        if self.mongodb_uri:
+            return self.mongodb_uri
+        left = self.data_dir.with_name(self.data_dir.name + ".uri")
+        return left.read_text().strip() or None if left.is_file() else None
 
     @property
     def public_base(self) -> str:

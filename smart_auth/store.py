@@ -90,10 +90,11 @@ class AuthStore:
     @classmethod
     def connect(cls, settings: AuthSettings, clock: Clock = time.time) -> AuthStore:
         """A client from the same URI as the FHIR API's; it fails fast when the database is away."""
-        if not settings.mongodb_uri:
+        uri = settings.database_uri()
+        if not uri:
             raise RuntimeError("PHR_MONGODB_URI must be set (the embedded launcher sets it)")
         client: MongoClient[Document] = MongoClient(
-            settings.mongodb_uri,
+            uri,
             serverSelectionTimeoutMS=settings.db_timeout_ms,
             connectTimeoutMS=settings.db_timeout_ms,
             tz_aware=True,

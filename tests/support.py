@@ -8,10 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
+from starlette.types import ASGIApp
 
 from fhir_server.embedded import EmbeddedDatabase, free_port
 from smart_auth.clients import ClientRegistry
@@ -195,6 +199,21 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
+@contextmanager
+def serving(app: ASGIApp, port: int) -> Iterator[None]:
+    """uvicorn in a thread on `port` for the block."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, what="uvicorn to start")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 __all__ = [
     "TLS",
     "BackendClient",
@@ -204,5 +223,6 @@ __all__ = [
     "free_port",
     "mint_token",
     "register_backend",
+    "serving",
     "wait_until",
 ]

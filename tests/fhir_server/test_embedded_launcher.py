@@ -103,11 +103,23 @@ def test_embedded_database_keeps_data_and_serves_two_workers(launch, tmp_path):
     first = launch()
     assert len(first.database_pids()) == 1, "the launcher started one embedded database"
     assert httpx.get(first.url + "/readyz", verify=TLS, timeout=10).status_code == 200
+    # the CLIs find the running embedded database through the URI it leaves beside var/db
+    env = {k: v for k, v in first.env.items() if k != "PHR_MONGODB_URI"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "smart_auth", "clients", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
     with fresh_client(first) as c:
         created = create(c, {"resourceType": "Patient", "active": True})
     first.stop()
     wait_until(lambda: not first.database_pids(), 30, what="the embedded database to stop")
     assert (tmp_path / "db").is_dir()
+    assert not (tmp_path / "db.uri").exists(), "a stopped launcher leaves no URI behind"
     before = started_workers(first)
 
     second = launch("--workers", "2")  # same data directory

@@ -13,11 +13,22 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.support import ROOT, TLS, BearerAuth, free_port, register_backend, wait_until
+from seed_data import demo_app
+from tests.smart_auth.browser import Browser, forms
+from tests.support import (
+    ROOT,
+    TLS,
+    BearerAuth,
+    free_port,
+    register_backend,
+    serving,
+    wait_until,
+)
 
 SYNTHEA = ROOT / "tests" / "data" / "synthea"
 DEMO = ROOT / "seed_data" / "demo"
@@ -557,6 +568,17 @@ def test_serve_loads_the_demo_once(tmp_path):
             base + "/fhir/Consent", params={"_summary": "count"}, verify=TLS, auth=auth
         ).json()
         assert consents["total"] == 5
+        wait_until(
+            lambda: "demo logins created" in first_log.read_text(),
+            60,
+            interval=0.2,
+            what="the demo logins",
+        )
+        page = connect_with_the_demo_app(f"http://localhost:{port}", "helen")
+        assert "Helen Marsh" in page and "Latest observations" in page
+        assert "<td>" in page, "the app read Helen's Observations with its token"
+        page = connect_with_the_demo_app(f"http://localhost:{port}", "helen-for-ruby")
+        assert "Ruby Marsh" in page and "<td>" in page, "a guardian acts for the child"
     finally:
         stop(process, first_log)
 
@@ -575,6 +597,31 @@ def test_serve_loads_the_demo_once(tmp_path):
         assert history["total"] == 1
     finally:
         stop(process, second_log)
+
+
+def connect_with_the_demo_app(server: str, username: str) -> str:
+    """`python -m seed_data app`'s journey: launch, log in as a demo user, approve, read."""
+    accounts = json.loads((ROOT / "seed_data" / "accounts.json").read_text())
+    port = free_port()
+    app = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    browser = Browser(server)
+    with serving(demo_app.create_app(server + "/fhir", port), port):
+        launch = app.get("/launch")
+        assert launch.status_code == 303
+        login = browser.follow(browser.http.get(launch.headers["location"]))
+        assert forms(login.text), login.text
+        values = {"username": username, "password": accounts["password"]}
+        approval = browser.submit(login, values)
+        assert len(forms(approval.text)) == 1, approval.text
+        answer = browser.submit(approval, button=("decision", "approve"), follow=False)
+        assert answer.status_code == 303, answer.text[:300]
+        callback = urlsplit(answer.headers["location"])
+        assert callback.path == "/callback"
+        page = app.get(f"/callback?{callback.query}")
+        assert page.status_code == 200, page.text
+    browser.close()
+    app.close()
+    return page.text
 
 
 def _answers_tcp(port: int) -> bool:

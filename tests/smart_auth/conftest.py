@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from joserfc.jwk import Key
 
@@ -22,7 +20,7 @@ from smart_auth.settings import AuthSettings
 from smart_auth.tokens import TokenService
 from tests.smart_auth.browser import FAMILY
 from tests.smart_auth.helpers import assertion, assertion_form, es384_key, public_jwks, rs384_key
-from tests.support import TLS, EmbeddedDatabase, free_port, wait_until
+from tests.support import TLS, EmbeddedDatabase, free_port, serving
 
 
 def auth_settings(database: EmbeddedDatabase, port: int, **overrides: object) -> AuthSettings:
@@ -48,21 +46,6 @@ def auth_app(services: AuthServices) -> FastAPI:
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None)
     app.include_router(auth_router(services))
     return app
-
-
-@contextmanager
-def serving(app: FastAPI, port: int) -> Iterator[None]:
-    """uvicorn in a thread on `port` for the block."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, what="uvicorn to start")
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass

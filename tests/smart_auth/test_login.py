@@ -13,7 +13,7 @@ from smart_auth.services import AuthServices
 from smart_auth.sessions import SessionStore
 from smart_auth.store import AuthStore
 from tests.smart_auth.browser import Browser, forms, redirect_params
-from tests.smart_auth.conftest import AuthServer, auth_app, auth_settings, serving
+from tests.smart_auth.conftest import AuthServer, auth_app, auth_settings
 from tests.smart_auth.flows import (
     add_user,
     approve,
@@ -23,7 +23,7 @@ from tests.smart_auth.flows import (
     register_app,
     start,
 )
-from tests.support import EmbeddedDatabase, free_port
+from tests.support import EmbeddedDatabase, free_port, serving
 
 
 @pytest.fixture
