@@ -81,7 +81,15 @@ def observation_row(resource: dict[str, Any]) -> str:
     )
 
 
-def create_app(fhir_base: str, port: int) -> Starlette:
+def _no_rows(status: int) -> str:
+    if status == 403:
+        return "Not allowed: you did not let this app read Observations (HTTP 403)."
+    return f"No Observations (HTTP {status})."
+
+
+def create_app(
+    fhir_base: str, port: int, client_id: str = CLIENT_ID, scope: str = SCOPE
+) -> Starlette:
     fhir_base = fhir_base.rstrip("/")
     redirect_uri = f"http://127.0.0.1:{port}/callback"
     pending: dict[str, Pending] = {}
@@ -105,9 +113,9 @@ def create_app(fhir_base: str, port: int) -> Starlette:
         query = urlencode(
             {
                 "response_type": "code",
-                "client_id": CLIENT_ID,
+                "client_id": client_id,
                 "redirect_uri": redirect_uri,
-                "scope": SCOPE,
+                "scope": scope,
                 "state": state,
                 "aud": fhir_base,
                 "code_challenge": challenge(verifier),
@@ -130,7 +138,7 @@ def create_app(fhir_base: str, port: int) -> Starlette:
             "grant_type": "authorization_code",
             "code": params.get("code", ""),
             "redirect_uri": redirect_uri,
-            "client_id": CLIENT_ID,
+            "client_id": client_id,
             "code_verifier": flow.verifier,
         }
         async with httpx.AsyncClient(timeout=10) as client:
@@ -159,13 +167,15 @@ def create_app(fhir_base: str, port: int) -> Starlette:
         table = (
             f"<table><tr><th>Date</th><th>Observation</th><th>Value</th></tr>{rows}</table>"
             if rows
-            else f"<p class='muted'>No Observations (HTTP {observations.status_code}).</p>"
+            else f"<p class='muted' id='no-observations'>{_no_rows(observations.status_code)}</p>"
         )
         record = patient.json()
         body = (
-            f"<p><strong>{html.escape(name_of(record))}</strong>, born "
-            f"{html.escape(record.get('birthDate', '?'))}</p>"
-            f"<p class='muted'>Granted: <code>{html.escape(token.get('scope', ''))}</code></p>"
+            f"<p><strong id='patient-name'>{html.escape(name_of(record))}</strong>"
+            + (f", born {html.escape(record['birthDate'])}" if record.get("birthDate") else "")
+            + "</p>"
+            f"<p class='muted'>Granted: <code id='granted'>{html.escape(token.get('scope', ''))}"
+            "</code></p>"
             f"<h2>Latest observations</h2>{table}<p><a href='/'>Start again</a></p>"
         )
         return page("Connected", body)

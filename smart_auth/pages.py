@@ -20,13 +20,16 @@ from smart_auth.directory import Party
 STYLESHEET_PATH = "/auth/static/auth.css"
 
 STYLESHEET = """\
-:root { color-scheme: light dark; --accent: #1f5fa8; --muted: #5b6570; --line: #c9d1da; }
+:root { color-scheme: light dark; --accent: #1f5fa8; --muted: #5b6570; --line: #7b8794; }
+@media (prefers-color-scheme: dark) { :root { --accent: #3272c2; --muted: #a9b3bf; } }
 * { box-sizing: border-box; }
 body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; }
 main { max-width: 32rem; margin: 3rem auto; padding: 0 1.25rem; }
 h1 { font-size: 1.5rem; margin: 0 0 1rem; }
 p.muted, .muted { color: var(--muted); }
 form { display: grid; gap: 1rem; }
+form > p, form > ul { margin: 0; }
+form > p + ul { margin-top: -.5rem; }
 label { display: block; font-weight: 600; }
 input[type=text], input[type=password] {
   width: 100%; padding: .6rem .7rem; font: inherit; border: 1px solid var(--line);
@@ -102,7 +105,10 @@ def security_headers(form_target: str | None = None) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
         "Pragma": "no-cache",
-        "Referrer-Policy": "no-referrer",
+        # Not `no-referrer`: with it, browsers send `Origin: null` on the pages' own form posts
+        # (Fetch, "serializing a request origin"), which the same-origin check must refuse.
+        # `same-origin` still sends nothing to the app or any other site.
+        "Referrer-Policy": "same-origin",
         "X-Content-Type-Options": "nosniff",
     }
 

@@ -608,7 +608,7 @@ def connect_with_the_demo_app(server: str, username: str) -> str:
     with serving(demo_app.create_app(server + "/fhir", port), port):
         launch = app.get("/launch")
         assert launch.status_code == 303
-        login = browser.follow(browser.http.get(launch.headers["location"]))
+        login = browser.open(launch.headers["location"])
         assert forms(login.text), login.text
         values = {"username": username, "password": accounts["password"]}
         approval = browser.submit(login, values)

@@ -92,7 +92,8 @@ class Browser:
         raise AssertionError("redirect loop")
 
     def open(self, url: str, **params: str) -> httpx.Response:
-        return self.follow(self.http.get(url, params=params))
+        # no `params` at all when there are none: httpx would replace the URL's own query
+        return self.follow(self.http.get(url, params=params or None))
 
     def submit(
         self,

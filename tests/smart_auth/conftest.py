@@ -18,7 +18,7 @@ from smart_auth.router import auth_router
 from smart_auth.services import AuthServices
 from smart_auth.settings import AuthSettings
 from smart_auth.tokens import TokenService
-from tests.smart_auth.browser import FAMILY
+from tests.smart_auth.browser import FAMILY, Browser
 from tests.smart_auth.helpers import assertion, assertion_form, es384_key, public_jwks, rs384_key
 from tests.support import TLS, EmbeddedDatabase, free_port, serving
 
@@ -142,3 +142,11 @@ def shifted(server: AuthServer, seconds: float, issuer: str | None = None) -> To
         leeway=tokens.leeway,
         clock=lambda: time.time() + seconds,
     )
+
+
+@pytest.fixture
+def browser(auth_server: AuthServer) -> Iterator[Browser]:
+    """One user agent (cookies, pages) for the authorization pages."""
+    b = Browser(auth_server.url)
+    yield b
+    b.close()

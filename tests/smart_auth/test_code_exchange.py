@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -31,13 +30,6 @@ from tests.smart_auth.flows import (
     register_app,
 )
 from tests.smart_auth.helpers import basic, jwt_parts, oauth_error
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()
 
 
 def code_for(

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -68,13 +68,6 @@ def cli(
         return subprocess.CompletedProcess(args, code, out, err)
 
     return run
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()
 
 
 @pytest.fixture

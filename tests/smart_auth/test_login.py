@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pyotp
@@ -24,13 +23,6 @@ from tests.smart_auth.flows import (
     start,
 )
 from tests.support import EmbeddedDatabase, free_port, serving
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()
 
 
 def session_cookie(r: httpx.Response) -> str:

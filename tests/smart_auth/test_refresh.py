@@ -3,8 +3,6 @@ catalogue IR)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -233,10 +231,3 @@ def test_no_refresh_token_for_a_client_without_the_refresh_grant(
     app = register_app(auth_server, grant_types=["authorization_code"])
     body = launch(auth_server, app, user)
     assert "offline_access" in body["scope"] and "refresh_token" not in body
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,13 +22,6 @@ from tests.smart_auth.flows import (
 )
 from tests.smart_auth.helpers import basic
 from tests.support import TLS, EmbeddedDatabase, free_port
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()
 
 
 def parallel(n: int, call) -> list[httpx.Response]:

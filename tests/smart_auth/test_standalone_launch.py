@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -23,13 +21,6 @@ from tests.smart_auth.flows import (
     start,
 )
 from tests.smart_auth.helpers import jwt_parts, oauth_error
-
-
-@pytest.fixture
-def browser(auth_server: AuthServer) -> Iterator[Browser]:
-    b = Browser(auth_server.url)
-    yield b
-    b.close()
 
 
 def assert_smart_token_response(r: httpx.Response) -> dict:
