@@ -45,6 +45,9 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
             log_config=None,
             proxy_headers=True,
             server_header=False,
+            # Python's server context refuses anything older than TLS 1.2 (SMART checklist 2.1)
+            ssl_certfile=settings.tls_certfile,
+            ssl_keyfile=settings.tls_keyfile,
         )
     finally:
         if embedded is not None:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         default=None,
         description="public base URL (links, token audience); default http://localhost:PORT",
     )
+    tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate chain: serve HTTPS (TLS 1.2+) instead of HTTP"
+    )
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of the certificate")
     workers: int = Field(default=1, ge=1, description="worker processes")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, description="largest request body")
     max_json_depth: int = Field(default=64, description="deepest JSON nesting accepted")
@@ -47,7 +51,8 @@ class Settings(BaseSettings):
 
     @property
     def public_base(self) -> str:
-        return (self.base_url or f"http://localhost:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_certfile else "http"
+        return (self.base_url or f"{scheme}://localhost:{self.port}").rstrip("/")
 
     @property
     def fhir_base(self) -> str:

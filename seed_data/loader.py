@@ -343,6 +343,7 @@ class Credentials:
     client_id: str | None = None
     client_secret: str | None = None
     tokens: auth.TokenAuth | None = None  # tokens from elsewhere (the demo seeder's, minted)
+    verify: bool = True  # TLS certificate checks (off only for the seeder's own loopback server)
 
 
 async def _auth(client: httpx.AsyncClient, url: str, credentials: Credentials) -> httpx.Auth:
@@ -378,7 +379,9 @@ async def remote(
     url = url.rstrip("/")
     timeout = httpx.Timeout(600.0, connect=10.0)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    async with httpx.AsyncClient(
+        timeout=timeout, limits=limits, verify=credentials.verify
+    ) as client:
         try:
             response = await client.get(url + "/metadata", headers={"Accept": FHIR_JSON})
         except httpx.HTTPError as exc:

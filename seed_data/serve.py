@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from fhir_server import cli as fhir_cli
+from fhir_server.app import auth_settings
 from fhir_server.logs import configure_logging
 from fhir_server.settings import get_settings
 from seed_data import auth
@@ -30,7 +31,6 @@ from seed_data.loader import Credentials, LoaderError, Options, load, remote
 from seed_data.logins import seed_logins
 from seed_data.report import Report
 from smart_auth.services import AuthServices
-from smart_auth.settings import AuthSettings
 
 DEMO = Path(__file__).resolve().parent / "demo"
 FAMILY = "01-family.json"  # the Patients (and who may see what): loaded last
@@ -53,6 +53,9 @@ class DemoSeeder:
 
     def __init__(self, root_url: str, demo: Path = DEMO) -> None:
         self.root_url = root_url
+        # Its own server, on loopback: with TLS on, the certificate names the public host, not
+        # the loopback address the seeder dials, so it is not checked on this one hop.
+        self.verify = not root_url.startswith("https:")
         self.demo = demo
         self.stopping = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -98,19 +101,19 @@ class DemoSeeder:
 
     async def alive(self) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=2) as client:
+            async with httpx.AsyncClient(timeout=2, verify=self.verify) as client:
                 return (await client.get(self.root_url + "/healthz")).status_code == 200
         except httpx.HTTPError:
             return False
 
     async def seed(self) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, verify=self.verify) as client:
             if not await self.wait_ready(client):
                 log.error("demo scenario: the server was not ready in %.0f s", READY_TIMEOUT)
                 return
         # The launcher has started the database by now (PHR_MONGODB_URI is set): sign the
         # loader's tokens with the server's own keys.
-        services = AuthServices.create(AuthSettings())
+        services = AuthServices.create(auth_settings(get_settings()))
         try:
             if await self._seed(self.root_url + "/fhir", auth.minted(services)):
                 created = await asyncio.to_thread(seed_logins, services)
@@ -123,7 +126,7 @@ class DemoSeeder:
     async def _seed(self, fhir: str, token: auth.TokenAuth) -> bool:
         """Load the demo into an empty database; True when the demo family is there."""
         headers = {"Accept": "application/fhir+json"}
-        async with httpx.AsyncClient(timeout=30, auth=token) as client:
+        async with httpx.AsyncClient(timeout=30, auth=token, verify=self.verify) as client:
             answer = await client.get(
                 fhir + "/Patient", params={"_summary": "count"}, headers=headers
             )
@@ -140,7 +143,10 @@ class DemoSeeder:
         records = sorted(f for f in self.demo.glob("*.json") if f.name != FAMILY)
         options = Options(progress=False)
         try:
-            async with remote(fhir, Credentials(tokens=token)) as (session, base):
+            async with remote(fhir, Credentials(tokens=token, verify=self.verify)) as (
+                session,
+                base,
+            ):
                 report = await load(records, session, base, options)
                 if report.ok:
                     family = await load([self.demo / FAMILY], session, base, options)
@@ -181,7 +187,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool = 
     port = port or settings.port
     seeder = None
     if demo:
-        root = f"http://{probe_address(host or settings.host)}:{port}"
+        scheme = "https" if settings.tls_certfile else "http"
+        root = f"{scheme}://{probe_address(host or settings.host)}:{port}"
         seeder = DemoSeeder(root).start()
     try:
         fhir_cli.serve(settings, host, port, workers)
