@@ -101,6 +101,8 @@ class Access:
         self.base = base
         self.token = token
         self.now = datetime.now(UTC)
+        # every patient this request concerned, for its audit record
+        self.patients: set[str] = {ctx.patient} if ctx.patient else set()
 
     # -- the decision -------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class Access:
     def decide(self, letter: str, resource_type: str, resource: dict[str, Any]) -> Decision:
         """`consent.policy.decide` for one resource (a parsed JSON object)."""
         patients = _patients(resource_type, resource, self.base)
+        self.patients.update(patients)
         target = Target(
             resource_type,
             frozenset(patients),
@@ -205,16 +208,20 @@ class Access:
             _add_filters(search, reach.filters, self.base)
         if reach.patients is None or not has_compartment(search.resource_type):
             return
-        if _named_patients(search) - reach.patients:
+        named = _named_patients(search)
+        self.patients |= named
+        if named - reach.patients:
             raise forbidden("The search names a patient this token may not see")
         if search.resource_type == "Patient":
             search.predicates.append(Predicate("_id", None, _always, 4, ids=sorted(reach.patients)))
+            self.patients |= reach.patients
             return
         if search.patient is not None:
             return  # confined to a patient it named, one the token reaches
         if len(reach.patients) != 1:
             raise forbidden("Name the patient to search (patient=<id>): the token reaches several")
         (search.patient,) = reach.patients
+        self.patients.add(search.patient)
 
     def visible(self, letter: str, resource_type: str, body: bytes) -> bool:
         return self.allows(letter, resource_type, body)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fhir_server.audit import AuditTrail
 from fhir_server.bearer import AccessMiddleware, FhirCors
 from fhir_server.capabilities import capability_statement
 from fhir_server.directory import FhirDirectory
@@ -128,12 +129,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = connect(settings)
         repository = Repository(client, settings.db_name, ResourceIndexer(settings.fhir_base))
         app.state.services = Services(settings, repository)
+        app.state.audit = audit = AuditTrail(repository.db)
         try:
             await repository.ensure_history_indexes()
             await auth.start()
         except PyMongoError as exc:
             log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
+        await audit.start()
         yield
+        await audit.close()
         auth.close()
         await client.close()
 

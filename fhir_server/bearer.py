@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 from urllib.parse import parse_qsl
 
 from pymongo.errors import PyMongoError
@@ -23,7 +24,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.access import Access, Delegations, context_for
+from fhir_server.audit import AuditTrail, outcome
 from fhir_server.errors import FHIR_JSON, FhirError, unavailable
+from fhir_server.logs import request_id
 from fhir_server.search.engine import Executor
 from fhir_server.storage.database import is_unavailable
 from smart_auth.tokens import InvalidToken
@@ -39,6 +42,20 @@ _ALLOW_HEADERS = (
 )
 _EXPOSE_HEADERS = "ETag, Location, Content-Location, Last-Modified, X-Request-ID, WWW-Authenticate"
 _METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def _what(scope: Scope) -> dict[str, Any]:
+    client = scope.get("client")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if "access_token" in query:  # never keep a token, even one sent where it should not be
+        query = "&".join(p for p in query.split("&") if not p.startswith("access_token="))
+    return {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": query or None,
+        "ip": client[0] if client else None,
+        "request_id": request_id.get(),
+    }
 
 
 def _protected(path: str) -> bool:
@@ -83,14 +100,40 @@ class AccessMiddleware:
         if scope["type"] != "http" or not _protected(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
+        trail: AuditTrail = scope["app"].state.audit
         try:
+            if not trail.accepting:
+                raise unavailable("The audit trail is behind; try again shortly")
             access = await self._access(scope)
         except FhirError as error:
             response = Response(error.outcome(), error.status, error.headers, media_type=FHIR_JSON)
             await response(scope, receive, send)
+            if error.status in (400, 401):
+                trail.record(**_what(scope), status=error.status, outcome="denied", client=None)
             return
         scope.setdefault("state", {})["access"] = access
-        await self.app(scope, receive, send)
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            ctx, token = access.ctx, access.token
+            trail.record(
+                **_what(scope),
+                status=status,
+                outcome=outcome(status),
+                client=ctx.client_id,
+                user=ctx.fhir_user,
+                patient=ctx.patient,
+                jti=token.jti if token else None,
+                pat=sorted(access.patients),
+            )
 
     async def _access(self, scope: Scope) -> Access:
         state = scope["app"].state
