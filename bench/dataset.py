@@ -34,7 +34,7 @@ from uuid import uuid4
 import httpx
 import orjson
 
-from bench.server import ROOT, serving
+from bench.server import ROOT, Server, serving
 from fhir_server.indexing import ResourceIndexer
 from fhir_server.jsonbody import dumps
 
@@ -169,10 +169,10 @@ def fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def _post(client: httpx.Client, bundle: bytes) -> list[str]:
+def _post(client: httpx.Client, bundle: bytes, auth: tuple[tuple[str, str], ...]) -> list[str]:
     """POST one transaction; the ids the server gave its entries, in entry order."""
     response = client.post(
-        "/fhir", content=bundle, headers={"Content-Type": "application/fhir+json"}
+        "/fhir", content=bundle, headers={"Content-Type": "application/fhir+json", **dict(auth)}
     )
     if response.status_code != 200:
         raise RuntimeError(f"loading a bundle failed: {response.status_code} {response.text[:500]}")
@@ -184,21 +184,21 @@ def _jobs(first_set: int, sets: int) -> Iterator[Source]:
         yield from sources()
 
 
-def _load(url: str, manifest: dict[str, Any], sets: int) -> None:
+def _load(server: Server, manifest: dict[str, Any], sets: int) -> None:
     """Load clones up to `sets` sets (and the W5 patient first, into an empty database)."""
     started = time.monotonic()
     loaded = 0
-    with httpx.Client(base_url=url, timeout=600) as client:
+    with httpx.Client(base_url=server.url, timeout=600) as client:
         if "everything" not in manifest:
             bundle = merged_patient()
-            ids = _post(client, bundle)
+            ids = _post(client, bundle, server.bearer())
             entries = orjson.loads(bundle)["entry"]
             manifest["everything"] = {"patient": ids[0], "resources": len(entries)}
             manifest["resources"] += len(entries)
             loaded += len(entries)
 
         def load(source: Source) -> tuple[Source, str]:
-            ids = _post(client, clone(source.text))
+            ids = _post(client, clone(source.text), server.bearer())
             return source, ids[0]  # every fixture bundle starts with its Patient
 
         total = sum(s.entries for s in _jobs(manifest["sets"], sets))
@@ -225,7 +225,7 @@ def _build(target: Path, base: Dataset | None, sets: int, pin: list[str]) -> Dat
         manifest = {"fingerprint": fingerprint(), "sets": 0, "resources": 0, "patients": []}
     print(f"building the {sets}-set Synthea dataset in {target} (cached for later runs)")
     with serving(building / "db", building / "server.log", pin) as (_, server):
-        _load(server.url, manifest, sets)
+        _load(server, manifest, sets)
     (building / "manifest.json").write_text(json.dumps(manifest) + "\n")
     building.rename(target)
     return Dataset(target, manifest)

@@ -13,10 +13,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from fhir_server.search.query import prefix_range
 from fhir_server.search.values import PART, PATIENT, VALUE
 
 OBSERVATION = (Path(__file__).parent / "data" / "observation.json").read_bytes()
+W3_BODIES = 1000  # distinct Observations W3 posts (B and C alike), as a client's data varies
 RESULTS = Path(__file__).parent / "results"
 FHIR_JSON = "application/fhir+json"
 MAX_ERROR_RATE = 0.001  # a trial with more failed requests than this is invalid
@@ -211,10 +213,10 @@ class Bench:
 # -- workloads --------------------------------------------------------------------------------
 
 
-def seed_observations(url: str, count: int) -> list[str]:
+def seed_observations(server: Server, count: int) -> list[str]:
     """Create `count` Observations through the FHIR API; their ids."""
-    headers = {"Content-Type": FHIR_JSON, "Prefer": "return=minimal"}
-    with httpx.Client(base_url=url, timeout=30) as client:
+    headers = {"Content-Type": FHIR_JSON, "Prefer": "return=minimal", **dict(server.bearer())}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
 
         def create(_: int) -> str:
             response = client.post("/fhir/Observation", content=OBSERVATION, headers=headers)
@@ -223,6 +225,27 @@ def seed_observations(url: str, count: int) -> list[str]:
 
         with ThreadPoolExecutor(8) as pool:
             return list(pool.map(create, range(count)))
+
+
+def observations(count: int) -> tuple[bytes, ...]:
+    """`count` variants of the W3 Observation, as one client's creates differ: the patient (one
+    of 100), encounter, times and value vary; code, category, units and tags repeat."""
+    rng = random.Random(3)
+    template = json.loads(OBSERVATION)
+    patients = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(100)]
+    out = []
+    for _ in range(count):
+        body = json.loads(json.dumps(template))
+        body["subject"]["reference"] = f"Patient/{rng.choice(patients)}"
+        body["encounter"]["reference"] = f"Encounter/{uuid.UUID(int=rng.getrandbits(128))}"
+        when = datetime(2010, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(400_000_000))
+        body["effectiveDateTime"] = when.isoformat()
+        body["issued"] = (when + timedelta(milliseconds=rng.randrange(10**6))).isoformat(
+            timespec="milliseconds"
+        )
+        body["valueQuantity"]["value"] = round(rng.uniform(50, 200), 10)
+        out.append(json.dumps(body, indent=2).encode())
+    return tuple(out)
 
 
 def searches(data: Dataset) -> tuple[Workload, Workload]:
@@ -303,9 +326,9 @@ def everything(data: Dataset) -> Workload:
     )
 
 
-def workloads(key: str, url: str, config: Config, data: Dataset | None) -> list[Workload]:
+def workloads(key: str, server: Server, config: Config, data: Dataset | None) -> list[Workload]:
     if key == "w1":
-        ids = seed_observations(url, config.seed)
+        ids = seed_observations(server, config.seed)
         return [
             Workload(
                 "w1",
@@ -316,13 +339,16 @@ def workloads(key: str, url: str, config: Config, data: Dataset | None) -> list[
             )
         ]
     if key == "w3":
+        bodies = observations(W3_BODIES)
+        size = statistics.median(map(len, bodies))
         return [
             Workload(
                 "w3",
-                f"W3 create (Observation, {len(OBSERVATION)} bytes)",
+                f"W3 create ({len(bodies)} Observations like bench/data/observation.json,"
+                f" {size:.0f} bytes)",
                 0.60,
-                Target("w3-bare", "POST", ("/bare/Observation",), OBSERVATION, FHIR_JSON),
-                Target("w3-fhir", "POST", ("/fhir/Observation",), OBSERVATION, FHIR_JSON),
+                Target("w3-bare", "POST", ("/bare/Observation",), bodies=bodies),
+                Target("w3-fhir", "POST", ("/fhir/Observation",), bodies=bodies),
             )
         ]
     if key == "w4":
@@ -337,6 +363,8 @@ def workloads(key: str, url: str, config: Config, data: Dataset | None) -> list[
 def measure(bench: Bench, work: Workload, target: Target, connections: int | None = None) -> Trial:
     config = bench.config
     conns = connections or work.connections or config.connections
+    if target.paths[0].startswith("/fhir"):  # the FHIR API needs a bearer token; bare routes not
+        target = replace(target, headers=bench.server.bearer())
 
     def trial(seconds: int) -> Sample:
         if work.drained:
@@ -503,7 +531,7 @@ def run(config: Config, argv: list[str]) -> int:
             load.port = server.port
             bench = Bench(config, load, server, db)
             for key in config.workloads:
-                for work in workloads(key, server.url, config, large):
+                for work in workloads(key, server, config, large):
                     results.append(run_workload(bench, work))
         if before is not None and small is not None and large is not None:
             w2 = next(r for r in results if r.workload.key == "w2")

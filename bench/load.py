@@ -25,18 +25,22 @@ from typing import Any
 import httpx
 
 WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
+SEPARATOR = b"\x1e"  # between the bodies of a body file
 _RESULT = re.compile(r"^BENCH_RESULT (.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Target:
-    """What one trial sends: `method` on a random one of `paths`, with `body` if given."""
+    """What one trial sends: `method` on a random one of `paths`, with `body` if given (or a
+    random one of `bodies`)."""
 
     name: str
     method: str
     paths: tuple[str, ...]
     body: bytes | None = None
     content_type: str = "application/fhir+json"
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. the bearer token (set per trial)
+    bodies: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,20 +92,23 @@ class LoadGenerator:
         # A private copy: the run keeps one script even if the working tree changes meanwhile.
         self.script = Path(shutil.copy(WRK_SCRIPT, workdir / WRK_SCRIPT.name))
 
-    def _files(self, target: Target) -> tuple[Path, Path | None]:
+    def _files(self, target: Target) -> tuple[Path, Path | None, Path]:
         paths = self.workdir / f"{target.name}.paths"
         paths.write_text("\n".join(target.paths) + "\n")
         body = None
-        if target.body is not None:
+        if target.body is not None or target.bodies:
+            # \x1e (record separator) never appears in JSON text (controls are escaped there)
             body = self.workdir / f"{target.name}.body"
-            body.write_bytes(target.body)
-        return paths, body
+            body.write_bytes(SEPARATOR.join(target.bodies or (target.body or b"",)))
+        headers = self.workdir / f"{target.name}.headers"
+        headers.write_text("".join(f"{name}: {value}\n" for name, value in target.headers))
+        return paths, body, headers
 
     def command(self, target: Target, seconds: int, connections: int) -> list[str]:
-        paths, body = self._files(target)
+        paths, body, headers = self._files(target)
         if self.tool == "wrk":
             url = f"http://{self.host}:{self.port}"
-            args = [target.method, str(paths)]
+            args = [target.method, str(paths), str(headers)]
             if body is not None:
                 args += [str(body), target.content_type]
             opts = ["-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
@@ -113,6 +120,7 @@ class LoadGenerator:
             "paths": str(paths),
             "body": str(body) if body else None,
             "content_type": target.content_type,
+            "headers": str(headers),
             "seconds": seconds,
             "connections": connections,
         }
@@ -140,7 +148,7 @@ def drain(url: str, target: Target, connections: int, seconds: int) -> Sample:
     latencies: list[float] = []
     failures = {"errors": 0, "status": 0}
     lock = threading.Lock()
-    headers = {"Content-Type": target.content_type}
+    headers = {"Content-Type": target.content_type, **dict(target.headers)}
     limits = httpx.Limits(max_connections=connections)
     with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
         started = time.perf_counter()
@@ -154,7 +162,7 @@ def drain(url: str, target: Target, connections: int, seconds: int) -> Sample:
                     response = client.request(
                         target.method,
                         rng.choice(target.paths),
-                        content=target.body,
+                        content=rng.choice(target.bodies) if target.bodies else target.body,
                         headers=headers,
                     )
                 except httpx.HTTPError:
@@ -216,14 +224,18 @@ async def _connection(
 
 
 def _requests(spec: dict[str, Any]) -> list[bytes]:
-    body = Path(spec["body"]).read_bytes() if spec["body"] else b""
+    bodies = Path(spec["body"]).read_bytes().split(SEPARATOR) if spec["body"] else [b""]
     head = f"Host: {spec['host']}:{spec['port']}\r\n"
-    if spec["body"]:
-        head += f"Content-Type: {spec['content_type']}\r\nContent-Length: {len(body)}\r\n"
-    return [
-        f"{spec['method']} {path} HTTP/1.1\r\n{head}\r\n".encode() + body
-        for path in Path(spec["paths"]).read_text().split()
-    ]
+    head += "".join(f"{line}\r\n" for line in Path(spec["headers"]).read_text().splitlines())
+    paths = Path(spec["paths"]).read_text().split()
+    out = []
+    for n in range(max(len(paths), len(bodies))):  # as wrk.lua: every path and every body
+        path, body = paths[n % len(paths)], bodies[n % len(bodies)]
+        extra = head
+        if spec["body"]:
+            extra += f"Content-Type: {spec['content_type']}\r\nContent-Length: {len(body)}\r\n"
+        out.append(f"{spec['method']} {path} HTTP/1.1\r\n{extra}\r\n".encode() + body)
+    return out
 
 
 async def _drive(spec: dict[str, Any], requests: list[bytes]) -> str:

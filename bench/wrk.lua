@@ -1,4 +1,7 @@
--- wrk script for bench/load.py: wrk ... <url> -s wrk.lua -- METHOD PATHS_FILE [BODY_FILE CONTENT_TYPE]
+-- wrk script for bench/load.py:
+--   wrk ... <url> -s wrk.lua -- METHOD PATHS_FILE HEADERS_FILE [BODY_FILE CONTENT_TYPE]
+-- HEADERS_FILE holds extra request headers, one `Name: value` a line (may be empty); BODY_FILE
+-- one body, or several separated by \x1e (which JSON text never holds).
 -- Every request is pre-formatted in init(); request() only picks one of them at random.
 -- done() prints one line that bench/load.py parses (latencies in microseconds).
 
@@ -6,17 +9,34 @@ local reqs = {}
 local n = 0
 
 function init(args)
-  local method, paths_file, body_file, content_type = args[1], args[2], args[3], args[4]
-  local headers, body = {}, nil
+  local method, paths_file, headers_file = args[1], args[2], args[3]
+  local body_file, content_type = args[4], args[5]
+  local headers, bodies, paths = {}, {}, {}
+  for line in io.lines(headers_file) do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name ~= nil then
+      headers[name] = value
+    end
+  end
   if body_file ~= nil and body_file ~= "" then
     local f = assert(io.open(body_file, "rb"))
-    body = f:read("*a")
+    for body in f:read("*a"):gmatch("[^\30]+") do
+      bodies[#bodies + 1] = body
+    end
     f:close()
     headers["Content-Type"] = content_type
   end
   for path in io.lines(paths_file) do
+    paths[#paths + 1] = path
+  end
+  -- every path and every body: max(#paths, #bodies) requests, pairing them in turn
+  for i = 1, math.max(#paths, #bodies) do
+    local body = nil
+    if #bodies > 0 then
+      body = bodies[(i - 1) % #bodies + 1]
+    end
     n = n + 1
-    reqs[n] = wrk.format(method, path, headers, body)
+    reqs[n] = wrk.format(method, paths[(i - 1) % #paths + 1], headers, body)
   end
   math.randomseed(os.time())
 end

@@ -1,12 +1,16 @@
-"""The audit trail: one record per FHIR request that needed a token, allowed or refused.
+"""The audit trail: every FHIR request that needed a token, allowed or refused, is accounted for.
 
 Who (client, user, the token's patient and `jti`, never the token), what (method, path, query),
 which patients (the token's, the ones a search named or was narrowed to, and the compartment of
-every resource a decision was made on), when, from where, and how it ended. Records are batched
-into the `audit` collection by a background task, so a request never waits for its own record;
-when the backlog passes its bound (the database is away or too slow) the API refuses new
-requests with 503 rather than serve data it cannot account for (fail closed; security catalogue
-section 1.8).
+every resource a decision was made on), when, from where, and how it ended.
+
+Requests with the same who, which patients, method and outcome within one flush interval (1 s)
+share one record: its `count`, first and last instants, and the first `MAX_REQUESTS` paths with
+their request ids. An app reading a patient's record a thousand times a second then costs the
+database one write a second, not a thousand (an insert per read would cost more than the read).
+A background task writes the records, so a request never waits for its own; when the backlog
+passes its bound (the database is away or too slow) the API refuses new requests with 503 rather
+than serve data it cannot account for (fail closed; security catalogue section 1.8).
 
 Not yet: serving these records as FHIR AuditEvents to the patient, and a tamper-evident chain.
 """
@@ -27,6 +31,7 @@ from pymongo.errors import PyMongoError
 log = logging.getLogger("phr.audit")
 
 COLLECTION = "audit"
+MAX_REQUESTS = 100  # paths kept per record; `count` has them all
 
 
 def outcome(status: int) -> str:
@@ -39,18 +44,19 @@ def outcome(status: int) -> str:
 
 class AuditTrail:
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], interval: float = 0.2, backlog: int = 20_000
+        self, db: AsyncDatabase[dict[str, Any]], interval: float = 1.0, backlog: int = 20_000
     ) -> None:
         self.collection = db[COLLECTION]
         self.interval = interval
         self.backlog = backlog
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # written, or to retry
+        self.open: dict[tuple[Any, ...], dict[str, Any]] = {}  # this interval's, by who/what
         self.task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
 
     @property
     def accepting(self) -> bool:
-        return len(self.pending) < self.backlog
+        return len(self.pending) + len(self.open) < self.backlog
 
     async def start(self) -> None:
         with contextlib.suppress(PyMongoError):  # created on a later start if the db is away
@@ -69,8 +75,18 @@ class AuditTrail:
         if self.task is not None:
             await self.task
 
-    def record(self, **fields: Any) -> None:
-        self.pending.append({"_id": uuid.uuid4().hex, "at": datetime.now(UTC), **fields})
+    def record(self, *, path: str, query: str | None, request_id: str, **who: Any) -> None:
+        """Account for one request; `who` holds everything but the request's own path."""
+        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in who.items()))
+        now = datetime.now(UTC)
+        entry = self.open.get(key)
+        if entry is None:
+            entry = {"_id": uuid.uuid4().hex, "at": now, "count": 0, "requests": [], **who}
+            self.open[key] = entry
+        entry["count"] += 1
+        entry["last"] = now
+        if len(entry["requests"]) < MAX_REQUESTS:
+            entry["requests"].append({"path": path, "query": query, "request_id": request_id})
 
     async def _run(self) -> None:
         while not self.stopping.is_set():
@@ -79,6 +95,8 @@ class AuditTrail:
             await self.flush()
 
     async def flush(self) -> None:
+        self.pending.extend(self.open.values())
+        self.open = {}
         if not self.pending:
             return
         batch, self.pending = self.pending, []

@@ -7,7 +7,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from fhir_server.compartment import compartment_patients
-from fhir_server.search.index import index_fields
+from fhir_server.search.index import stored_fields
 
 
 class ResourceIndexer:
@@ -18,7 +18,7 @@ class ResourceIndexer:
 
     def fields(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
         patients = compartment_patients(resource_type, resource, self.base)
-        return {"pat": patients, **index_fields(resource_type, resource, patients, self.base)}
+        return {"pat": patients, **stored_fields(resource_type, resource, patients, self.base)}
 
     def indexes(self, resource_type: str) -> list[IndexModel]:
         # (pat, _id): a patient's compartment in id order, for $everything and its paging.

@@ -62,21 +62,49 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed value, stopping as soon as it passes `limit`."""
-    deepest = 0
+_INT64 = (-(2**63), 2**63)
+
+
+def _walk(value: Any, limit: int) -> tuple[int, int, int]:
+    """(depth, object members, `:` inside strings) of a parsed value, turning integers outside
+    int64 into Decimals in place; the depth stops counting once it passes `limit`."""
+    deepest = members = colons = 0
+    low, high = _INT64
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
         if level > deepest:
             deepest = level
             if deepest > limit:
-                return deepest
+                break
         if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values() if isinstance(v, (dict, list)))
+            members += len(item)
+            for key, v in item.items():
+                colons += key.count(":")
+                if isinstance(v, str):
+                    colons += v.count(":")
+                elif isinstance(v, (dict, list)):
+                    stack.append((v, level + 1))
+                elif type(v) is int and not low <= v < high:
+                    item[key] = Decimal(v)
         elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item if isinstance(v, (dict, list)))
-    return deepest
+            for index, v in enumerate(item):
+                if isinstance(v, str):
+                    colons += v.count(":")
+                elif isinstance(v, (dict, list)):
+                    stack.append((v, level + 1))
+                elif type(v) is int and not low <= v < high:
+                    item[index] = Decimal(v)
+    return deepest, members, colons
+
+
+def _duplicate_free(text: str, members: int, colons: int) -> bool:
+    """True when no object of `text` repeats a key: every `:` of the text is either a member's
+    or inside a string, so fewer parsed members than that means a repeated key was dropped.
+    (Needs the strings' colons to be in the text as colons: no `\\u003a` escape.)"""
+    if "\\u003a" in text or "\\u003A" in text:
+        return False
+    return text.count(":") == members + colons
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:
@@ -87,12 +115,26 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad_request(f"The body is not valid UTF-8 (byte {exc.start})", "structure") from None
+    # The C parser without hooks, then one walk for depth, big integers and duplicate keys;
+    # only a body that may repeat a key is parsed again with the (slower) per-object check.
+    value = _loads(text, max_depth, None, None)
+    depth, members, colons = _walk(value, max_depth)
+    if depth > max_depth:
+        raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure")
+    if not _duplicate_free(text, members, colons):
+        value = _loads(text, max_depth, _no_duplicates, _parse_int)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise bad_request("The body holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)")
+    return value
+
+
+def _loads(text: str, max_depth: int, pairs_hook: Any, parse_int: Any) -> Any:
     try:
-        value = json.loads(
+        return json.loads(
             text,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=pairs_hook,
             parse_float=Decimal,
-            parse_int=_parse_int,
+            parse_int=parse_int,
             parse_constant=_reject_constant,
         )
     except _DuplicateKey as exc:
@@ -105,11 +147,6 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         raise bad_request(f"Invalid JSON: {exc}", "structure") from None
     except RecursionError:
         raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure") from None
-    if _depth(value, max_depth) > max_depth:
-        raise bad_request(f"JSON nesting deeper than {max_depth} levels", "structure")
-    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
-        raise bad_request("The body holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)")
-    return value
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -7,6 +7,9 @@ refused as unknown.
 
 from __future__ import annotations
 
+import types
+import typing
+from collections import OrderedDict
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -15,6 +18,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ValidationError
 
 from fhir_server.errors import FhirError, Issue, bad_request, not_found
+from fhir_server.jsonbody import dumps
 from fhir_server.search.definitions import resource_types
 
 _MAX_ISSUES = 20
@@ -61,7 +65,7 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
     if model is None:
         return resource
     try:
-        parsed = model.model_validate(resource)
+        parsed = model.model_validate(_known.substitute(resource, model))
     except ValidationError as exc:
         issues = [
             Issue(
@@ -79,7 +83,127 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
     _check_json_kinds(resource, parsed, actual, problems)
     if problems:
         raise FhirError(f"The {actual} resource is not valid R4", 400, "invalid", problems)
+    _known.remember(resource, parsed)
     return resource
+
+
+# -- elements already validated ---------------------------------------------------------------
+# FHIR data repeats itself (codings, units, categories, meta tags, references within a record),
+# and `fhir.resources` validates every nested element through Python-level validators, which is
+# most of its cost. A complex element whose exact JSON was already part of a valid resource is
+# handed to the model as that element's validated instance, which the model accepts as is: the
+# result is the same as validating it again. The JSON kinds check still sees every value.
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(element type, is a list) of a field annotation, through Optional/Union."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None, False
+        annotation = args[0]
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+@cache
+def _complex_fields(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """JSON name -> model class of the fields holding complex elements (not resources)."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, info in model.model_fields.items():
+        element, _ = _unwrap(info.annotation)
+        get_klass = getattr(element, "get_model_klass", None)
+        if get_klass is None:
+            continue
+        try:
+            klass = get_klass()
+        except (ImportError, AttributeError, KeyError, ValueError):
+            continue
+        if isinstance(klass, type) and issubclass(klass, BaseModel):
+            if getattr(klass, "has_resource_base", lambda: True)():
+                continue  # contained resources: their class depends on the value
+            out[info.alias or name] = klass
+    return out
+
+
+class _KnownElements:
+    """Validated instances of complex elements by (class, exact JSON), least recently used
+    dropped past `size` (a bound on memory, never on correctness)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.instances: OrderedDict[tuple[type[BaseModel], bytes], BaseModel] = OrderedDict()
+        self.ids: set[int] = set()
+
+    def holds(self, instance: Any) -> bool:
+        """True for an instance this cache handed out (so its JSON was checked before)."""
+        return id(instance) in self.ids
+
+    def _key(self, klass: type[BaseModel], value: Any) -> tuple[type[BaseModel], bytes] | None:
+        try:
+            return klass, dumps(value)
+        except TypeError:
+            return None
+
+    def _lookup(self, klass: type[BaseModel], value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        key = self._key(klass, value)
+        found = self.instances.get(key) if key is not None else None
+        if found is not None:
+            self.instances.move_to_end(key)  # type: ignore[arg-type]
+            return found
+        return self.substitute(value, klass)
+
+    def substitute(self, data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+        """`data` with every known complex element replaced by its validated instance."""
+        fields = _complex_fields(model)
+        if not fields:
+            return data
+        out: dict[str, Any] | None = None
+        for name, value in data.items():
+            klass = fields.get(name)
+            if klass is None or value is None:
+                continue
+            if isinstance(value, list):
+                new: Any = [self._lookup(klass, item) for item in value]
+                changed = any(a is not b for a, b in zip(new, value, strict=True))
+            else:
+                new = self._lookup(klass, value)
+                changed = new is not value
+            if changed:
+                if out is None:
+                    out = dict(data)
+                out[name] = new
+        return data if out is None else out
+
+    def remember(self, data: dict[str, Any], parsed: BaseModel) -> None:
+        """Record the complex elements of a resource that passed validation."""
+        for name, klass in _complex_fields(type(parsed)).items():
+            value = data.get(name)
+            if value is None:
+                continue
+            attribute = _fields_by_json_name(type(parsed)).get(name)
+            instance = getattr(parsed, attribute, None) if attribute else None
+            pairs = (
+                zip(value, instance, strict=False)
+                if isinstance(value, list) and isinstance(instance, list)
+                else [(value, instance)]
+            )
+            for item, item_instance in pairs:
+                if isinstance(item, dict) and isinstance(item_instance, klass):
+                    key = self._key(klass, item)
+                    if key is not None and key not in self.instances:
+                        self.instances[key] = item_instance
+                        self.ids.add(id(item_instance))
+                        self.remember(item, item_instance)
+        while len(self.instances) > self.size:
+            _, dropped = self.instances.popitem(last=False)
+            self.ids.discard(id(dropped))
+
+
+_known = _KnownElements()
 
 
 # -- JSON value kinds ------------------------------------------------------------------------
@@ -125,6 +249,8 @@ def _check_value(value: Any, parsed: Any, path: str, issues: list[Issue], in_arr
             for index, (item, parsed_item) in enumerate(zip(value, parsed, strict=False)):
                 _check_value(item, parsed_item, f"{path}[{index}]", issues, True)
     elif isinstance(value, dict):
+        if _known.holds(parsed):
+            return  # the same JSON already passed this check as part of a valid resource
         inner = value.get("resourceType")  # contained and other nested resources
         if isinstance(inner, str) and inner not in resource_types():
             message = f"{path}: '{inner}' is not an R4 resource type"

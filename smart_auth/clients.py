@@ -28,7 +28,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from pymongo.errors import DuplicateKeyError
 
 from consent.scopes import Scopes, narrow, parse_scopes
-from smart_auth.hashing import SecretHasher, verify_secret
+from smart_auth.hashing import SecretHasher, VerifiedSecrets, verify_secret
 from smart_auth.store import AuthStore, Document
 
 AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -220,6 +220,7 @@ class ClientRegistry:
     def __init__(self, store: AuthStore, hasher: SecretHasher) -> None:
         self.store = store
         self.hasher = hasher
+        self.verified = VerifiedSecrets()
 
     def register(
         self,
@@ -294,4 +295,9 @@ class ClientRegistry:
         if client is None or client.secret_hash is None:
             self.hasher.spend_decoy(secret)
             return None
-        return client if client.check_client_secret(secret) else None
+        if self.verified.recalls(client.secret_hash, secret):
+            return client
+        if not client.check_client_secret(secret):
+            return None
+        self.verified.remember(client.secret_hash, secret)
+        return client

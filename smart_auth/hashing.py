@@ -5,7 +5,11 @@ RFC 9106: https://www.rfc-editor.org/rfc/rfc9106 ; argon2-cffi: https://argon2-c
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+import threading
+import time
 
 import argon2
 import argon2.profiles
@@ -39,3 +43,38 @@ class SecretHasher:
 
     def spend_decoy(self, secret: str) -> None:
         verify_secret(self._decoy, secret)
+
+
+class VerifiedSecrets:
+    """Client secrets that passed argon2 in the last `ttl` seconds, remembered only as an HMAC
+    under a key that never leaves this process, and keyed by the stored hash.
+
+    A backend calling the token or introspection endpoint many times a second then pays argon2
+    once per `ttl`, not per call (RFC 9106 parameters cost tens of milliseconds). A wrong secret
+    always pays the full argon2 price, so guessing is no cheaper; a rotated or deleted secret
+    has another (or no) stored hash, so it stops matching at once. Bounded: the oldest entries
+    go first.
+    """
+
+    def __init__(self, ttl: float = 60.0, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._key = secrets.token_bytes(32)
+        self._seen: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def _mac(self, secret: str) -> bytes:
+        return hmac.new(self._key, secret.encode(), hashlib.sha256).digest()
+
+    def recalls(self, secret_hash: str, secret: str) -> bool:
+        with self._lock:
+            seen = self._seen.get(secret_hash)
+        if seen is None or seen[1] < time.monotonic():
+            return False
+        return hmac.compare_digest(seen[0], self._mac(secret))
+
+    def remember(self, secret_hash: str, secret: str) -> None:
+        with self._lock:
+            if len(self._seen) >= self.size:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[secret_hash] = (self._mac(secret), time.monotonic() + self.ttl)

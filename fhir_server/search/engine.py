@@ -18,7 +18,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhir_server.errors import FhirError, Issue, bad_request
 from fhir_server.jsonbody import loads
 from fhir_server.search.definitions import search_params
-from fhir_server.search.index import indexed_params
+from fhir_server.search.index import (
+    LAST_UPDATED,
+    SortValues,
+    indexed_params,
+    is_reference,
+    last_updated_range,
+    logical_keys,
+    patient_prefixed,
+    stored_ranges,
+)
 from fhir_server.search.query import (
     RANK_EXACT,
     RESULT_PARAMS,
@@ -32,7 +41,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.search.values import PATIENT, VALUE
 
-_CANDIDATE_FIELDS = {"k": 1, "o": 1, "lu": 1, "m": 1}
+_CANDIDATE_FIELDS = {"k": 1, "lu": 1, "m": 1, "pat": 1}
 SUMMARY_VALUES = frozenset({"true", "false", "text", "data", "count"})
 TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 
@@ -63,7 +72,7 @@ class Search:
 class Candidate:
     id: str
     keys: frozenset[str]
-    order: dict[str, Any]
+    order: SortValues
     last_updated: Any
     json: bytes | None = None  # the stored bytes, when the candidate query already read them
 
@@ -136,6 +145,16 @@ def _sort_spec(search: Search) -> list[tuple[str, bool]]:
                 raise bad_request(f"Cannot sort {search.resource_type} by {code!r}")
             specs.append((code, descending))
     return specs or [("_lastUpdated", True)]
+
+
+def _read_codes(search: Search) -> list[str]:
+    """Parameters whose keys a search reads from its matches: `_sort` and `_include` ones."""
+    codes = [
+        item.strip().lstrip("-")
+        for raw in search.result.get("_sort", [])
+        for item in raw.split(",")
+    ]
+    return codes + [v.split(":")[1] for v in search.result.get("_include", []) if ":" in v]
 
 
 def _sort_value(candidate: Candidate, code: str) -> Any:
@@ -223,38 +242,68 @@ class Executor:
                     "too-costly",
                 )
             return await self._find(search.resource_type, {}, with_json)
-        if search.patient and len(drivable) > 1:
-            # The compartment is already in every patient-prefixed key: let another parameter
-            # drive, so `patient=P&code=X` reads P's X keys, not all of P's resources.
-            drivable = [p for p in drivable if p is not search.scope] or drivable
-        driver = max(drivable, key=lambda p: (p.ids is not None, p.rank, p.kind == "date"))
+        rtype = search.resource_type
+        if search.patient:
+            # Not every key has a patient-prefixed copy (index.stored_fields). An exact reference
+            # key is selective without one; any other key would read every patient's matches,
+            # so without a usable driver the compartment itself is read.
+            drivable = [
+                p
+                for p in drivable
+                if p.ids is not None
+                or _prefixed(rtype, p)
+                or (p.rank >= RANK_EXACT and is_reference(rtype, p.name))
+            ]
+            if not drivable:
+                return await self._find(rtype, {"pat": search.patient}, with_json)
+            if len(drivable) > 1:
+                # The compartment is already in every patient-prefixed key: let another parameter
+                # drive, so `patient=P&code=X` reads P's X keys, not all of P's resources.
+                drivable = [p for p in drivable if p is not search.scope] or drivable
+        driver = max(
+            drivable,
+            key=lambda p: (
+                p.ids is not None,
+                p.rank,
+                bool(search.patient) and _prefixed(rtype, p),
+                p.kind == "date",
+            ),
+        )
         # A selective driver (ids, exact keys) yields few candidates: read their bytes in the same
         # query rather than in a second round trip for the page.
         with_json = with_json or driver.ids is not None or driver.rank >= RANK_EXACT
         if driver.ids is not None:
-            return await self._find(search.resource_type, {"_id": {"$in": driver.ids}}, with_json)
+            docs_by_id = await self._find(rtype, {"_id": {"$in": driver.ids}}, with_json)
+            return self._confined(search, docs_by_id)
         assert driver.ranges is not None
+        prefixed = bool(prefix) and _prefixed(rtype, driver)
         docs: dict[str, dict[str, Any]] = {}
-        for low, high in driver.ranges:
-            query: dict[str, Any] = (
-                {"k": prefix + low}
-                if high is None
-                else {"k": {"$gte": prefix + low, "$lt": prefix + high}}
+        for logical_low, logical_high in driver.ranges:
+            queries = _queries(
+                rtype, driver.name, logical_low, logical_high, prefix if prefixed else ""
             )
-            for doc in await self._find(search.resource_type, query, with_json):
-                docs[doc["_id"]] = doc
-            if len(docs) > self.max_candidates:
-                raise FhirError(
-                    "The search matches too many candidates; narrow it", 400, "too-costly"
-                )
-        return list(docs.values())
+            for query in queries:
+                for doc in await self._find(rtype, query, with_json):
+                    docs[doc["_id"]] = doc
+                if len(docs) > self.max_candidates:
+                    raise FhirError(
+                        "The search matches too many candidates; narrow it", 400, "too-costly"
+                    )
+        return list(docs.values()) if prefixed else self._confined(search, list(docs.values()))
+
+    @staticmethod
+    def _confined(search: Search, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Candidates read without the patient prefix, kept to the search's compartment."""
+        if not search.patient:
+            return docs
+        return [d for d in docs if search.patient in (d.get("pat") or ())]
 
     async def resolve_chains(self, search: Search) -> None:
         """Replace chained and `_has` parameters by reference / `_id` predicates."""
         for chain in search.chains:
             inner = parse(chain.target, [(chain.inner, chain.value)], self.base, strict=True)
             inner.patient = search.patient if chain.kind == "has" else None
-            matched = await self.matching(inner)
+            matched = await self.matching(inner, (chain.param,))
             if chain.kind == "chain":
                 param = {p.code: p for p in indexed_params(search.resource_type)}[chain.param]
                 values = ",".join(f"{chain.target}/{c.id}" for c in matched) or "\x00none"
@@ -273,14 +322,22 @@ class Executor:
             )
         search.chains.clear()
 
-    async def matching(self, search: Search) -> list[Candidate]:
-        """Every resource that satisfies all predicates (unsorted)."""
+    async def matching(self, search: Search, read: tuple[str, ...] = ()) -> list[Candidate]:
+        """Every resource that satisfies all predicates (unsorted); `read`: parameters whose keys
+        the caller reads from the candidates."""
         await self.resolve_chains(search)
+        # Candidates' keys are made whole for the parameters the search tests or sorts by (a
+        # multi-scope filter may test any); `_lastUpdated` keys come from `lu`.
+        names = {p.name for p in search.predicates} | set(read) | set(_read_codes(search))
+        codes = None if "_scope" in names else frozenset(names)
+        by_lu = codes is None or LAST_UPDATED in codes
         out = []
         for doc in await self._drive(search):
             if doc.get("m") == "DELETE":
                 continue
-            keys = frozenset(k for k in doc.get("k", ()) if PATIENT not in k)
+            keys = logical_keys(
+                search.resource_type, doc.get("k", ()), doc["lu"] if by_lu else None, codes
+            )
             if not all(p.test(keys) for p in search.predicates) or not all(
                 doc["_id"] in p.ids for p in search.predicates if p.ids is not None
             ):
@@ -288,7 +345,8 @@ class Executor:
             checks = [p.resource_test for p in search.predicates if p.resource_test]
             if checks and not all(check(loads(doc["json"])) for check in checks):
                 continue
-            out.append(Candidate(doc["_id"], keys, doc.get("o") or {}, doc["lu"], doc.get("json")))
+            order = SortValues(search.resource_type, keys)
+            out.append(Candidate(doc["_id"], keys, order, doc["lu"], doc.get("json")))
         return out
 
     async def page(self, search: Search, count: int) -> tuple[Page, list[Candidate]]:
@@ -401,7 +459,7 @@ class Executor:
         return [
             (
                 resource_type,
-                Candidate(d["_id"], frozenset(d.get("k", ())), d.get("o") or {}, d["lu"]),
+                _candidate(resource_type, d),
             )
             for d in docs
             if d.get("m") != "DELETE"
@@ -417,7 +475,11 @@ class Executor:
         param = {p.code: p for p in indexed_params(source)}.get(code)
         if param is None or param.type != "reference":
             raise bad_request(f"_revinclude: {source}:{code} is not a reference parameter")
-        keys = [f"{code}{VALUE}{rtype}/{c.id}" for rtype, c in current]
+        keys = [
+            key
+            for rtype, c in current
+            for key, _ in stored_ranges(source, f"{code}{VALUE}{rtype}/{c.id}", None)
+        ]
         if not keys:
             return []
         docs = await self._find(source, {"k": {"$in": keys}})
@@ -426,10 +488,36 @@ class Executor:
             if d.get("m") == "DELETE" or (source, d["_id"]) in seen:
                 continue
             seen.add((source, d["_id"]))
-            out.append(
-                (source, Candidate(d["_id"], frozenset(d.get("k", ())), d.get("o") or {}, d["lu"]))
-            )
+            out.append((source, _candidate(source, d)))
         return out
+
+
+def _queries(
+    resource_type: str, code: str, low: str, high: str | None, prefix: str
+) -> list[dict[str, Any]]:
+    """The database queries reading a logical key range (index.stored_ranges)."""
+    if code == LAST_UPDATED:  # not stored as keys: the `lu` field and its index
+        condition = last_updated_range(low, high)
+        return [{"lu": condition} if condition else {}]
+    queries: list[dict[str, Any]] = []
+    for stored_low, stored_high in stored_ranges(resource_type, low, high):
+        if stored_high is None:
+            queries.append({"k": prefix + stored_low})
+        else:
+            queries.append({"k": {"$gte": prefix + stored_low, "$lt": prefix + stored_high}})
+    return queries
+
+
+def _prefixed(resource_type: str, predicate: Predicate) -> bool:
+    """True when every key range of the predicate has patient-prefixed copies."""
+    return bool(predicate.ranges) and all(
+        patient_prefixed(resource_type, low) for low, _ in predicate.ranges or ()
+    )
+
+
+def _candidate(resource_type: str, doc: dict[str, Any]) -> Candidate:
+    keys = logical_keys(resource_type, doc.get("k", ()))
+    return Candidate(doc["_id"], keys, SortValues(resource_type, keys), doc["lu"])
 
 
 __all__ = [

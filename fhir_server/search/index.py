@@ -1,12 +1,25 @@
 """Write-time extraction: every supported search parameter's values as keys in one indexed array.
 
-See `values.py` for the key shapes. `k` holds the keys (global, plus patient-prefixed copies for
-resources in a patient's compartment); `o` holds one sort key per parameter for `_sort`.
+See `values.py` for the key shapes. Searches test *logical* keys (`index_fields`: every
+parameter's); the database stores fewer (`stored_fields`), because each stored key is an index
+entry and index entries are most of what a write costs the database. What is left out, and how
+it comes back, is in docs/storage.md ("Stored search keys"):
+
+- `logical_keys` turns a stored `k` (and `lu`) back into the logical keys;
+- `stored_ranges` turns a logical key range into the stored ranges holding every match (a
+  superset: candidates are then tested), `last_updated_range` into a range of `lu`;
+- `patient_prefixed` says which keys have patient-prefixed copies;
+- `sort_value` computes a `_sort` value from the logical keys.
+
+Documents written before this layout (every logical key stored, with an `o` field of sort values)
+are read the same way: their extra keys are harmless.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from typing import Any
 
 from fhir_server.search.definitions import SearchParam, search_params
@@ -107,21 +120,396 @@ def param_keys(
     return keys, (min(sort) if sort else None)
 
 
-def index_fields(
-    resource_type: str, resource: dict[str, Any], patients: list[str], base: str
-) -> dict[str, Any]:
-    """The `k` and `o` fields stored with a resource."""
-    keys: list[str] = []
+def _logical(
+    resource_type: str, resource: dict[str, Any], base: str, stored_only: bool = False
+) -> tuple[list[tuple[SearchParam, list[str]]], dict[str, Any]]:
+    """Every indexed parameter's keys (without patient prefix, in parameter order) and sort keys;
+    `stored_only`: only the parameters `stored_fields` keeps keys of."""
+    found_keys: list[tuple[SearchParam, list[str]]] = []
     order: dict[str, Any] = {}
     memo: dict[Any, Found] = {}
     present = resource.keys()
-    for param, first_keys in _with_first_keys(resource_type):
+    params = _stored_params(resource_type) if stored_only else _with_first_keys(resource_type)
+    for param, first_keys in params:
         if first_keys is not None and first_keys.isdisjoint(present):
             continue  # none of the elements it reads is there: no value, nothing to evaluate
         found, sort = param_keys(param, resource, base, memo)
-        keys += found
+        if found:
+            found_keys.append((param, found))
         if sort is not None:
             order[param.code] = sort
-    unique = list(dict.fromkeys(keys))
+    return found_keys, order
+
+
+def index_fields(
+    resource_type: str, resource: dict[str, Any], patients: list[str], base: str
+) -> dict[str, Any]:
+    """Every logical key (`k`, with patient-prefixed copies) and sort key (`o`) of a resource:
+    what a search predicate tests. The database stores `stored_fields`."""
+    found_keys, order = _logical(resource_type, resource, base)
+    unique = list(dict.fromkeys(k for _, keys in found_keys for k in keys))
     prefixed = [f"{p}{PATIENT}{k}" for p in patients for k in unique]
     return {"k": unique + prefixed, "o": order}
+
+
+def stored_fields(
+    resource_type: str, resource: dict[str, Any], patients: list[str], base: str
+) -> dict[str, Any]:
+    """The `k` field stored with a resource: its keys that cannot be derived from others, with
+    patient-prefixed copies of the `patient_prefixed` ones for each patient in `patients`."""
+    found_keys, _ = _logical(resource_type, resource, base, stored_only=True)
+    keys: list[str] = []
+    prefixable: list[str] = []
+    for param, found in found_keys:
+        if param.type in _QUANTITIES:
+            twins = {t for k in found if (t := _any_system_twin(k)) is not None}
+            found = [k for k in found if k not in twins]
+        elif param.type == "date":
+            found = _without_narrow_ends(param.code, found)
+        keys += found
+        if _prefixable(param):
+            prefixable += [k for k in found if k.startswith(_plain(param.code))]
+    unique = list(dict.fromkeys(keys))
+    if patients:
+        prefixable = list(dict.fromkeys(prefixable))
+        unique += [f"{p}{PATIENT}{k}" for p in patients for k in prefixable]
+    return {"k": unique}
+
+
+@cache
+def _stored_params(resource_type: str) -> tuple[tuple[SearchParam, frozenset[str] | None], ...]:
+    derived = derived_params(resource_type)
+    return tuple(
+        (param, first_keys)
+        for param, first_keys in _with_first_keys(resource_type)
+        if param.code not in derived and param.code != LAST_UPDATED
+    )
+
+
+# -- derived parameters ---------------------------------------------------------------------
+
+
+def _parts(param: SearchParam) -> frozenset[tuple[str, str | None]]:
+    return frozenset((part.expression, part.target_type) for part in param.parts)
+
+
+@cache
+def derived_params(resource_type: str) -> dict[str, tuple[str, ...]]:
+    """Parameters not stored, by code -> the stored parameters whose keys together are exactly
+    theirs (same type, and every branch of its expression is a branch of one of them)."""
+    params = indexed_params(resource_type)
+    out: dict[str, tuple[str, ...]] = {}
+    first_with: dict[tuple[str, frozenset[tuple[str, str | None]]], str] = {}
+    for param in params:  # identical duplicates: the first code (in code order) is stored
+        key = (param.type, _parts(param))
+        if key in first_with:
+            out[param.code] = (first_with[key],)
+        else:
+            first_with[key] = param.code
+    kept_for_duplicates = {source for (source,) in out.values()}
+    for param in params:  # unions (`combo-code` = `code` | `component-code`)
+        parts = _parts(param)
+        if param.code in out or param.code in kept_for_duplicates or len(parts) < 2:
+            continue
+        sources = [
+            q
+            for q in params
+            if q is not param and q.code not in out and q.type == param.type and _parts(q) < parts
+        ]
+        if sources and frozenset().union(*(_parts(q) for q in sources)) == parts:
+            out[param.code] = tuple(q.code for q in sources)
+    return out
+
+
+@cache
+def _derived_from(resource_type: str) -> dict[str, tuple[str, ...]]:
+    """Stored parameter code -> the derived parameters it contributes keys to."""
+    out: dict[str, list[str]] = {}
+    for code, sources in derived_params(resource_type).items():
+        for source in sources:
+            out.setdefault(source, []).append(code)
+    return {source: tuple(codes) for source, codes in out.items()}
+
+
+def logical_keys(
+    resource_type: str,
+    stored: Iterable[str],
+    last_updated: datetime | None = None,
+    codes: frozenset[str] | None = None,
+) -> frozenset[str]:
+    """A stored `k` array (and, when a predicate needs `_lastUpdated`, the stored `lu`) as the
+    keys predicates test: no patient-prefixed copies, and the keys `stored_fields` leaves out
+    added back - except the `>high` keys of narrow dates, which no predicate tests (a date
+    predicate tests `<low␟high`). `codes`: only the keys of these parameters need to be whole
+    (None: every parameter's)."""
+    plan = _expansions(resource_type) if codes is None else _expansions_for(resource_type, codes)
+    if not plan:
+        keys = frozenset(k for k in stored if PATIENT not in k)
+    else:
+        out: set[str] = set()
+        for key in stored:
+            if PATIENT in key:
+                continue
+            out.add(key)
+            head, _, value = key.partition(VALUE)
+            expansion = plan.get(head)
+            if expansion is None:
+                continue
+            targets, quantity = expansion
+            values = [value]
+            if quantity and (twin := _any_system_twin(key)) is not None:
+                values.append(twin.partition(VALUE)[2])
+                out.add(twin)
+            out.update(f"{target}{VALUE}{v}" for target in targets for v in values)
+        keys = frozenset(out)
+    if last_updated is not None and LAST_UPDATED in _date_codes(resource_type):
+        keys = keys | {_last_updated_key(last_updated)}
+    return keys
+
+
+@lru_cache(maxsize=4096)
+def _expansions_for(
+    resource_type: str, codes: frozenset[str]
+) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """`_expansions` limited to what the keys of `codes` need."""
+    out: dict[str, tuple[tuple[str, ...], bool]] = {}
+    for head, (targets, quantity) in _expansions(resource_type).items():
+        wanted = tuple(t for t in targets if t.partition(":")[0] in codes)
+        twins = quantity and (head in codes or bool(wanted))
+        if wanted or twins:
+            out[head] = (wanted, twins)
+    return out
+
+
+@cache
+def _expansions(resource_type: str) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Key head (`code` or `code:modifier`) -> (the heads of the derived parameters its keys
+    also are, whether its `#system|unit` keys have `#|unit` twins)."""
+    quantities = _quantity_codes(resource_type)
+    derived_from = _derived_from(resource_type)
+    out: dict[str, tuple[tuple[str, ...], bool]] = {}
+    for code in quantities | set(derived_from):
+        for modifier in ("", ":text", ":identifier"):
+            targets = tuple(t + modifier for t in derived_from.get(code, ()))
+            out[code + modifier] = (targets, code in quantities and not modifier)
+    return out
+
+
+def sort_value(resource_type: str, keys: frozenset[str], code: str) -> Any:
+    """A parameter's `_sort` value (the least of its values) from a resource's logical keys:
+    what `index_fields` puts in `o`, so it need not be stored."""
+    plain = f"{code}{VALUE}"
+    values = [k[len(plain) :] for k in keys if k.startswith(plain)]
+    if code in _date_codes(resource_type):
+        values = [v[1:].partition(PART)[0] for v in values if v[:1] == "<"]
+    elif code in _quantity_codes(resource_type):
+        values = [v for v in values if v[:1] != "#"]
+    return min(values) if values else None
+
+
+class SortValues:
+    """A candidate's sort values by parameter code, computed when a `_sort` asks for them."""
+
+    def __init__(self, resource_type: str, keys: frozenset[str]) -> None:
+        self.resource_type = resource_type
+        self.keys = keys
+        self.values: dict[str, Any] = {}
+
+    def get(self, code: str) -> Any:
+        if code not in self.values:
+            self.values[code] = sort_value(self.resource_type, self.keys, code)
+        return self.values[code]
+
+
+def stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple[str, str | None]]:
+    """A logical key range `[low, high)` (`high` None: the key `low`) as ranges of stored keys
+    whose documents include every match (the candidates' logical keys are then tested).
+    Not for `_lastUpdated`, which is not stored as keys (`last_updated_range`)."""
+    code = low.partition(VALUE)[0].partition(":")[0]
+    sources = derived_params(resource_type).get(code)
+    if sources is None:
+        ranges = [(low, high)]
+    else:
+        assert high is None or high.startswith(code), (low, high)
+        ranges = [
+            (s + low[len(code) :], None if high is None else s + high[len(code) :]) for s in sources
+        ]
+    if code in _quantity_codes(resource_type):
+        ranges = [_plain_quantity_range(lo, hi) for lo, hi in ranges]
+    elif code in _date_codes(resource_type):
+        ranges += [r for lo, hi in ranges if (r := _narrow_range(lo, hi)) is not None]
+    return ranges
+
+
+def _plain_quantity_range(low: str, high: str | None) -> tuple[str, str | None]:
+    """A range over `#|<unit>` keys (any system), which are not stored, as the range of the
+    plain number keys of the same numbers: every quantity also has a plain key."""
+    head, _, value = low.partition(VALUE)
+    if not value.startswith(_ANY_SYSTEM):
+        return low, high
+    plain = f"{head}{VALUE}"
+    unit, separator, number = value.partition(PART)
+    if not separator:
+        return plain, _after(plain)
+    prefix = f"{plain}{unit}{PART}"
+    if high is not None and high.startswith(prefix) and len(high) > len(prefix):
+        return plain + number, plain + high[len(prefix) :]
+    return plain + number, _after(plain)
+
+
+_QUANTITIES = frozenset({"quantity", "number"})
+_ANY_SYSTEM = "#|"
+
+
+def _any_system_twin(key: str) -> str | None:
+    """For a unit key `code␞#<system>|<unit>␟<number>` (a system, no other `|`), the key
+    `code␞#|<unit>␟<number>` that the same value also has (`values.quantity_keys`)."""
+    head, _, value = key.partition(VALUE)
+    if not value.startswith("#") or value.startswith(_ANY_SYSTEM):
+        return None
+    units = value.partition(PART)[0]
+    if units.count("|") != 1:
+        return None
+    return f"{head}{VALUE}#|{value.split('|', 1)[1]}"
+
+
+@cache
+def _quantity_codes(resource_type: str) -> frozenset[str]:
+    return frozenset(p.code for p in indexed_params(resource_type) if p.type in _QUANTITIES)
+
+
+# -- dates ------------------------------------------------------------------------------------
+# A date value is a range [low, high], stored as `<low␟high` (ranges over low) and `>high`
+# (ranges over high, for `gt`/`ge`/`eb`). Most values are narrow (a dateTime, a day), and for
+# those the `>high` key is left out: a range over high is also read as the range over low that
+# holds every narrow value ending in it (low > high - 1 day), and candidates are then tested on
+# their logical keys, which have `>high` again.
+
+LAST_UPDATED = "_lastUpdated"
+_NARROW = timedelta(days=1)
+_INSTANT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+@cache
+def _date_codes(resource_type: str) -> frozenset[str]:
+    return frozenset(p.code for p in indexed_params(resource_type) if p.type == "date")
+
+
+def _instant(text: str) -> datetime | None:
+    """The instant a key's 26-character ISO UTC time stands for (None: not such a time)."""
+    if len(text) < 26:
+        return None
+    try:
+        return datetime.strptime(text[:26], _INSTANT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _iso_utc(t: datetime) -> str:
+    return t.strftime(_INSTANT)
+
+
+@lru_cache(maxsize=16384)
+def _narrow(low: str, high: str) -> bool:
+    start = _instant(low)
+    return start is not None and start.year < 9999 and high < _iso_utc(start + _NARROW)
+
+
+def _without_narrow_ends(code: str, found: list[str]) -> list[str]:
+    lows = f"{code}{VALUE}<"
+    wide_ends = set()
+    for key in found:
+        if key.startswith(lows):
+            low, _, high = key[len(lows) :].partition(PART)
+            if not _narrow(low, high):
+                wide_ends.add(high)
+    ends = f"{code}{VALUE}>"
+    return [k for k in found if not k.startswith(ends) or k[len(ends) :] in wide_ends]
+
+
+def _narrow_range(low: str, high: str | None) -> tuple[str, str | None] | None:
+    """For a range over `>high` keys, the range over `<low` keys holding the narrow values
+    (whose `>high` key is not stored) that end in it; None for other ranges."""
+    head, _, value = low.partition(VALUE)
+    if not value.startswith(">"):
+        return None
+    ends, starts = f"{head}{VALUE}>", f"{head}{VALUE}<"
+    earliest = _instant(low[len(ends) :])
+    start = starts if earliest is None else starts + _iso_utc(earliest - _NARROW)
+    if high is None:
+        return start, starts + low[len(ends) :] + "\x00"
+    if high.startswith(ends) and len(high) > len(ends):
+        return start, starts + high[len(ends) :]
+    return start, _after(starts)
+
+
+def _last_updated_key(last_updated: datetime) -> str:
+    """The logical `_lastUpdated` key (`<low␟high`) of a version stored at `last_updated`: an
+    instant at millisecond precision, so low = high (`values.date_range`)."""
+    t = last_updated.astimezone(UTC)
+    text = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}000"
+    return f"{LAST_UPDATED}{VALUE}<{text}{PART}{text}"
+
+
+def last_updated_range(low: str, high: str | None) -> dict[str, datetime]:
+    """A logical `_lastUpdated` key range as a condition on the stored `lu` (a superset: the
+    candidates' logical keys are then tested). A version stored at t (millisecond precision)
+    has the keys `<t␟t` and `>t`."""
+    head, _, value = low.partition(VALUE)
+    family = value[:1]
+    if family not in {"<", ">"}:
+        return {}  # every key of the parameter
+    prefix = f"{head}{VALUE}{family}"
+    condition: dict[str, datetime] = {}
+    earliest = _instant(low[len(prefix) :])
+    if earliest is not None:
+        condition["$gte"] = earliest
+    if high is None:
+        latest = earliest
+    elif high.startswith(prefix):
+        rest = high[len(prefix) :]
+        latest = _instant(rest)
+        if latest is None and rest:
+            latest = _instant(rest[:-1] + chr(ord(rest[-1]) - 1))  # `after(...)`: one char up
+    else:
+        latest = None
+    if latest is not None:
+        condition["$lte"] = latest
+    return condition
+
+
+def _after(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _plain(code: str) -> str:
+    return f"{code}{VALUE}"
+
+
+# Parameters whose values most of a patient's resources of a type share (a status from a small
+# required value set; meta tags, profiles and labels applied wholesale): confined to one patient
+# they select about what the compartment itself holds, so they get no patient-prefixed copies.
+_UNSELECTIVE = frozenset({"status", "_tag", "_profile", "_security", "_source"})
+
+
+def _prefixable(param: SearchParam) -> bool:
+    return param.type != "reference" and param.code not in _UNSELECTIVE | {LAST_UPDATED}
+
+
+def patient_prefixed(resource_type: str, key: str) -> bool:
+    """True when a logical key (or range bound) has patient-prefixed copies (`stored_fields`)."""
+    head = key.partition(VALUE)[0]
+    if ":" in head:
+        return False  # `:text` keys
+    param = _by_code(resource_type).get(head)
+    return param is not None and _prefixable(param)
+
+
+def is_reference(resource_type: str, code: str) -> bool:
+    param = _by_code(resource_type).get(code)
+    return param is not None and param.type == "reference"
+
+
+@cache
+def _by_code(resource_type: str) -> dict[str, SearchParam]:
+    return {p.code: p for p in indexed_params(resource_type)}

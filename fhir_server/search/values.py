@@ -21,6 +21,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 VALUE = "\x1e"
@@ -36,6 +37,7 @@ LOWEST = "0000-01-01T00:00:00.000000"
 HIGHEST = "9999-12-31T23:59:59.999999"
 
 
+@lru_cache(maxsize=16384)
 def normalise_string(value: str) -> str:
     """Case- and accent-insensitive form used for string search."""
     decomposed = unicodedata.normalize("NFKD", value)
@@ -47,6 +49,7 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+@lru_cache(maxsize=16384)
 def date_range(value: str) -> tuple[str, str] | None:
     """The [low, high] instants (ISO UTC, microseconds) a date/dateTime/instant covers."""
     m = _DATE.match(value.strip())

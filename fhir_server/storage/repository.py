@@ -64,6 +64,15 @@ class Write:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A body stamped as version 1 at `at`, with its indexed fields."""
+
+    at: datetime
+    resource: dict[str, Any]
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class WriteResult:
     version: Version | None  # None: a delete of something that never existed
     created: bool
@@ -195,22 +204,42 @@ class Repository:
 
     # -- writes --------------------------------------------------------------------------
 
+    def _prepare(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], at: datetime | None = None
+    ) -> _Prepared:
+        """Stamp a body and compute its indexed fields: the CPU work of a write, done before any
+        transaction opens (no search parameter reads `meta.versionId`, so it waits for the
+        version number, which only the transaction knows)."""
+        at = at or now()
+        resource = stamp(body, resource_id, 1, at)
+        return _Prepared(at, resource, self.indexer.fields(resource_type, resource))
+
     def _document(
         self,
         resource_type: str,
         resource_id: str,
         version: int,
         method: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | _Prepared,
         created: bool,
     ) -> dict[str, Any]:
         """The stored document of a new version; `c` marks versions that (re)created it."""
-        at = now()
-        resource = stamp(body, resource_id, version, at)
-        doc = {"_id": resource_id, "v": version, "lu": at, "m": method, "json": dumps(resource)}
+        prepared = (
+            body if isinstance(body, _Prepared) else self._prepare(resource_type, resource_id, body)
+        )
+        resource = prepared.resource
+        if version != 1:
+            resource = {**resource, "meta": {**resource["meta"], "versionId": str(version)}}
+        doc = {
+            "_id": resource_id,
+            "v": version,
+            "lu": prepared.at,
+            "m": method,
+            "json": dumps(resource),
+        }
         if created:
             doc["c"] = True
-        doc.update(self.indexer.fields(resource_type, resource))
+        doc.update(prepared.fields)
         return doc
 
     async def create(self, resource_type: str, body: dict[str, Any]) -> Version:
@@ -234,6 +263,8 @@ class Repository:
         `body` may be a function of the live current version (patch). `expected` is If-Match.
         """
 
+        prepared = None if callable(body) else self._prepare(resource_type, resource_id, body)
+
         def next_doc(current: dict[str, Any] | None) -> dict[str, Any] | None:
             live = current is not None and current.get("json") is not None
             if callable(body):
@@ -245,7 +276,8 @@ class Repository:
             if live and current is not None and unchanged(current["json"], new_body):
                 return None  # same content: no new version (reloading data is idempotent)
             version = current["v"] + 1 if current else 1
-            return self._document(resource_type, resource_id, version, method, new_body, not live)
+            content = new_body if prepared is None else prepared
+            return self._document(resource_type, resource_id, version, method, content, not live)
 
         doc, current = await self._swap(resource_type, resource_id, next_doc, expected)
         if doc is None:
@@ -324,11 +356,21 @@ class Repository:
         for rtype in {w.resource_type for w in writes}:
             await self.collection(rtype)
         await self.ensure_history_indexes()
+        # Every version of one transaction has the same lastUpdated; the transaction itself
+        # only reads the current versions and writes.
+        at = now()
+        prepared = {
+            (w.resource_type, w.resource_id): self._prepare(
+                w.resource_type, w.resource_id, w.body, at
+            )
+            for w in writes
+            if w.body is not None
+        }
         for _attempt in range(_MAX_ATTEMPTS):
             async with self.client.start_session() as session:
                 try:
                     async with await session.start_transaction():
-                        return await self._apply(writes, session)
+                        return await self._apply(writes, prepared, at, session)
                 except DuplicateKeyError:
                     pass
                 except OperationFailure as exc:
@@ -336,7 +378,13 @@ class Repository:
                         raise
         raise VersionConflict(None)
 
-    async def _apply(self, writes: list[Write], session: Any) -> list[WriteResult]:
+    async def _apply(
+        self,
+        writes: list[Write],
+        prepared: dict[tuple[str, str], _Prepared],
+        at: datetime,
+        session: Any,
+    ) -> list[WriteResult]:
         wanted: dict[str, list[str]] = {}
         for w in writes:
             if w.method != "POST":
@@ -361,7 +409,7 @@ class Repository:
                         )
                     )
                     continue
-                doc = {"_id": w.resource_id, "v": current["v"] + 1, "lu": now(), "m": "DELETE"}
+                doc = {"_id": w.resource_id, "v": current["v"] + 1, "lu": at, "m": "DELETE"}
             else:
                 assert w.body is not None
                 if live and current is not None and unchanged(current["json"], w.body):
@@ -369,7 +417,12 @@ class Repository:
                     continue
                 version = current["v"] + 1 if current else 1
                 doc = self._document(
-                    w.resource_type, w.resource_id, version, w.method, w.body, not live
+                    w.resource_type,
+                    w.resource_id,
+                    version,
+                    w.method,
+                    prepared[(w.resource_type, w.resource_id)],
+                    not live,
                 )
             if current is None:
                 inserts.setdefault(w.resource_type, []).append(doc)

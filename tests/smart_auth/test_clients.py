@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from joserfc.jwk import ECKey, RSAKey
 
 from smart_auth.clients import RegistrationError
+from smart_auth.hashing import VerifiedSecrets
 from tests.smart_auth.conftest import AuthServer
 from tests.smart_auth.helpers import basic, es384_key, public_jwks, rs384_key
 from tests.support import ROOT
@@ -164,3 +166,17 @@ def test_cli_refuses_a_bad_registration(auth_server: AuthServer) -> None:
         "system/*.rs",
     )
     assert refused.returncode == 1 and "refused" in refused.stderr
+
+
+def test_verified_secrets_remember_only_the_right_secret_for_a_while():
+    seen = VerifiedSecrets(ttl=0.2, size=2)
+    assert not seen.recalls("hash-a", "s3cret")
+    seen.remember("hash-a", "s3cret")
+    assert seen.recalls("hash-a", "s3cret")
+    assert not seen.recalls("hash-a", "wrong")
+    assert not seen.recalls("hash-b", "s3cret"), "keyed by the stored hash: a rotated secret"
+    seen.remember("hash-b", "x")
+    seen.remember("hash-c", "y")  # bounded: the oldest goes
+    assert not seen.recalls("hash-a", "s3cret")
+    time.sleep(0.25)
+    assert not seen.recalls("hash-c", "y"), "forgotten after the ttl"
