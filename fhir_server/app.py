@@ -157,9 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router(auth))
     app.router.routes.extend([Route("/healthz", healthz), Route("/readyz", readyz)])
     if settings.bench_routes:
+        from fhir_server.bench_auth_routes import bare_auth_routes
         from fhir_server.bench_routes import bare_routes
 
-        app.router.routes.extend(bare_routes())
+        app.router.routes.extend([*bare_auth_routes(), *bare_routes()])
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import pyotp
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from smart_auth.directory import split_reference
@@ -209,13 +208,12 @@ class AccountRegistry:
             at = now + drift * totp.interval
             if hmac.compare_digest(totp.at(at), code):
                 step = totp.timecode(at)
-                claimed = self.store.accounts.find_one_and_update(
+                claimed = self.store.accounts.update_one(
                     {
                         "_id": account.username,
                         "$or": [{"totp_last_step": None}, {"totp_last_step": {"$lt": step}}],
                     },
                     {"$set": {"totp_last_step": step}},
-                    return_document=ReturnDocument.AFTER,
                 )
-                return claimed is not None
+                return claimed.modified_count == 1
         return False

@@ -315,7 +315,9 @@ class PendingRequests:
 
     def take(self, request_id: str) -> AuthorizationRequest | None:
         """Remove and return the request: one approval or denial per request."""
-        doc = self.store.authorization_requests.find_one_and_delete(
-            {"_id": request_id, "expires_at": {"$gt": self.store.now()}}
-        )
-        return AuthorizationRequest.from_document(doc) if doc else None
+        requests = self.store.authorization_requests
+        doc = requests.find_one({"_id": request_id, "expires_at": {"$gt": self.store.now()}})
+        # the delete decides who took it (find_one_and_delete would scan on SecantusDB)
+        if doc is None or requests.delete_one({"_id": request_id}).deleted_count != 1:
+            return None
+        return AuthorizationRequest.from_document(doc)

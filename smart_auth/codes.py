@@ -1,9 +1,10 @@
 """Authorization codes: random, stored hashed, single-use, short-lived, bound to what they grant.
 
-Redemption is one atomic `find_one_and_update` on `used: false`, so of two concurrent redemptions
-exactly one wins (catalogue AC-02). A code presented again is marked `replayed` and reported with
-its grant id, so the grant (every token the first redemption issued) can be revoked (RFC 6749
-section 4.1.2, RFC 9700 section 4.5, catalogue AC-01).
+Redemption is one atomic conditional update on `used: false`, so of two concurrent redemptions
+exactly one wins (catalogue AC-02). (An `update_one` then a read by `_id`, not one
+`find_one_and_update`: SecantusDB scans the whole collection for the latter.) A code presented
+again is marked `replayed` and reported with its grant id, so the grant (every token the first
+redemption issued) can be revoked (RFC 6749 section 4.1.2, RFC 9700 section 4.5, catalogue AC-01).
 
 RFC 6749 section 4.1.2: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2
 """
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationCodeMixin
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from smart_auth.store import AuthStore, Document, digest, utc
@@ -103,19 +103,18 @@ class CodeStore:
         if not isinstance(value, str) or not 0 < len(value) <= MAX_CODE_CHARS:
             return None
         key = digest(value)
-        doc = self.store.codes.find_one_and_update(
-            {"_id": key, "client_id": client_id, "used": False},
-            {"$set": {"used": True}},
-            return_document=ReturnDocument.AFTER,
+        won = self.store.codes.update_one(
+            {"_id": key, "client_id": client_id, "used": False}, {"$set": {"used": True}}
         )
+        doc = self.store.codes.find_one({"_id": key}) if won.modified_count == 1 else None
         if doc is not None:
             if doc["valid_until"].timestamp() <= self.store.clock():
                 return None  # expired (and now used: a retry cannot succeed either)
             return AuthorizationCode.from_document(doc)
-        replayed = self.store.codes.find_one_and_update(
-            {"_id": key, "client_id": client_id, "used": True},
-            {"$set": {"replayed": True}},
+        replayed = self.store.codes.update_one(
+            {"_id": key, "client_id": client_id, "used": True}, {"$set": {"replayed": True}}
         )
-        if replayed is not None:
-            raise CodeReplayed(replayed["grant"])
+        spent = self.store.codes.find_one({"_id": key}) if replayed.matched_count == 1 else None
+        if spent is not None:
+            raise CodeReplayed(spent["grant"])
         return None

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import TokenMixin
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from smart_auth.revocation import Denylist
@@ -181,12 +180,10 @@ class GrantStore:
         `GrantRevoked` if its family is revoked."""
         if token.revoked or self.is_revoked(token.context.family):
             raise GrantRevoked
-        doc = self.store.tokens.find_one_and_update(
-            {"_id": token.key, "used": False, "revoked": False},
-            {"$set": {"used": True}},
-            return_document=ReturnDocument.AFTER,
+        spent = self.store.tokens.update_one(  # not find_one_and_update: SecantusDB scans for it
+            {"_id": token.key, "used": False, "revoked": False}, {"$set": {"used": True}}
         )
-        if doc is None:
+        if spent.modified_count != 1:
             log.warning("refresh token reuse: revoking grant family")
             self.revoke_family(token.context.family)
             raise RefreshReused

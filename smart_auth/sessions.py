@@ -16,8 +16,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from smart_auth.accounts import Account
 from smart_auth.store import AuthStore, Document, digest, utc
 
@@ -100,12 +98,13 @@ class SessionStore:
         if doc is None:
             return None
         expiry = self._expiry(now, doc["absolute_expiry"].timestamp())
-        touched = self.store.sessions.find_one_and_update(
+        touched = self.store.sessions.update_one(
             {"_id": doc["_id"], "expires_at": {"$gt": utc(now)}},
             {"$set": {"expires_at": utc(expiry)}},
-            return_document=ReturnDocument.AFTER,
         )
-        return Session.from_document(touched) if touched else None
+        if touched.matched_count != 1:
+            return None  # ended meanwhile (logout, expiry)
+        return Session.from_document({**doc, "expires_at": utc(expiry)})
 
     def alive(self, key: str) -> Session | None:
         """The session stored under `key` if it has not ended (no timer restart: online_access
