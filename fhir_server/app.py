@@ -29,6 +29,7 @@ from fhir_server.storage.repository import Repository
 from smart_auth.router import auth_router, smart_configuration
 from smart_auth.services import AuthServices
 from smart_auth.settings import AuthSettings
+from smart_auth.store import run_sync
 
 log = logging.getLogger("phr")
 _ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
@@ -89,9 +90,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: the database answers a ping."""
+    """Readiness: the database answers a ping, through both clients (the FHIR API's, and the
+    authorization server's synchronous one, which every token check may need)."""
+    auth_client = request.app.state.auth.store.client
     try:
         await services(request).repository.client.admin.command("ping")
+        await run_sync(auth_client.admin.command, "ping")
     except PyMongoError:
         return JSONResponse(
             {"status": "unavailable", "database": "down"}, 503, {"Retry-After": "5"}
