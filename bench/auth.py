@@ -39,6 +39,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from pymongo.database import Database
 
+from bench.harness import cpu_seconds, pinning
 from bench.load import Sample, parse_result
 from bench.server import DB_NAME, ROOT, Server, serving
 from fhir_server.embedded import EmbeddedDatabase
@@ -258,31 +259,6 @@ class Group:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc; 0 where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pinning(enabled: bool) -> tuple[list[str], list[str], str]:
-    """(load prefix, server prefix, description), as bench/harness.py: the server on the second
-    CPU; this process, the database it starts (inheriting the affinity) and wrk on the first."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not enabled or len(cpus) < 2 or shutil.which("taskset") is None:
-        return [], [], "none"
-    load_cpu, server_cpu = cpus[0], cpus[1]
-    os.sched_setaffinity(0, {load_cpu})
-    return (
-        ["taskset", "-c", str(load_cpu)],
-        ["taskset", "-c", str(server_cpu)],
-        f"server on CPU {server_cpu}; database, pool minting and wrk on CPU {load_cpu}",
-    )
 
 
 @dataclass

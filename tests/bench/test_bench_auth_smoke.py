@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.quick import run_quick
+
 RATIOS = (
     "w1-auth-patient",
     "w1-auth-system",
@@ -30,20 +28,7 @@ RATIOS = (
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="bench.auth needs wrk")
 def test_quick_auth_bench_reports_every_ratio() -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "bench.auth", "--quick"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as bench:
-        try:
-            output, _ = bench.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            bench.terminate()  # the bench stops its server and database on SIGTERM
-            output, _ = bench.communicate(timeout=60)
-            pytest.fail(f"python -m bench.auth --quick took over 300 s:\n{output}")
-    assert bench.returncode == 0, output
+    output = run_quick("bench.auth", 300)
     for key in RATIOS:
         assert re.search(
             rf"^{key} ratio C/B: median \d+\.\d+ \(min \d+\.\d+, max \d+\.\d+\) goal >= 0\.\d+: ",
