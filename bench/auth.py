@@ -73,10 +73,11 @@ ASSERTION_LIFETIME = 290  # SMART: a client assertion's exp is at most five minu
 # W6's B and C share a pool size (the larger side's), because SecantusDB's findAndModify scans the
 # collection (docs/benchmarks-auth.md): the pool's size is part of the work.
 FIRST_GUESS = {
+    "w6-backend-B": 600.0,
+    "w6-backend-C": 300.0,
     "w6-code": 150.0,
     "w6-refresh": 150.0,
-    "w7-B": 600.0,
-    "w7-basic-C": 20.0,
+    "w7-basic-C": 600.0,
     "w7-jwt-C": 300.0,
 }
 POOL_MARGIN = 2.5
@@ -162,7 +163,6 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
     pool: Callable[[int], list[str]] | None = None  # n -> n single-use form bodies
     sizing: str = ""  # key of the rate that sizes the pools (FIRST_GUESS); default `key`
-    min_seconds: int = 0  # a longer trial for very slow targets (argon2), B's stays as it is
     connections: int = 0  # 0: --connections
     chunk: int = 0  # seconds per wrk run of a pooled trial (0: one run); see Bench.measure
 
@@ -372,7 +372,7 @@ class Bench:
         single-use record scans the whole collection on SecantusDB, so the pool's size is part
         of the work measured, and small pools keep it small and equal for B and C."""
         config = self.config
-        seconds = max(config.duration, target.min_seconds)
+        seconds = config.duration
         step = target.chunk if target.pool and target.chunk else seconds
         if config.warmup:
             self._chunk(target, min(config.warmup, step))
@@ -469,6 +469,13 @@ class Minter:
             jwks={"keys": [self.rs_key.as_dict(private=False)]},
         )
         self.rs_jwt_id = rs_jwt.client_id
+        backend_jwt, _ = ClientRegistry(store, cheap).register(
+            name="bench backend service (private_key_jwt)",
+            token_endpoint_auth_method=KEY_JWT,
+            scope="system/*.rs",
+            jwks={"keys": [self.rs_key.as_dict(private=False)]},
+        )
+        self.backend_jwt_id = backend_jwt.client_id
         self.codes = CodeStore(store, CODE_LIFETIME)
         self.sub = ""
         backend, backend_secret = ClientRegistry(store, cheap).register(
@@ -492,11 +499,11 @@ class Minter:
         self.auth.close()
 
     def reset(self) -> None:
-        """Remove every code, grant, refresh-token record and assertion jti (spent or not), as
+        """Remove every code, refresh-token record and assertion jti (spent or not), as
         if their TTL had passed, so each trial starts with the same collections: SecantusDB's
         findAndModify scans the whole collection (docs/benchmarks-auth.md)."""
         store = self.auth.store
-        for collection in (store.codes, store.grants, store.tokens, store.jti):
+        for collection in (store.codes, store.tokens, store.jti):
             collection.delete_many({})
 
     def user(self, patient: str) -> None:
@@ -544,7 +551,8 @@ class Minter:
 
     def refresh_bodies(self, count: int) -> list[str]:
         """Refresh requests, each with the refresh token of its own grant, as the code exchange
-        leaves them (`GrantStore.open`, `TokenService.mint`, `GrantStore.issue`)."""
+        leaves them (`TokenService.mint`, `GrantStore.issue`; the code's spend, which commits
+        the exchange, has nothing to spend here)."""
         tokens = self.auth.tokens
         grants = self.auth.grants
 
@@ -558,7 +566,6 @@ class Minter:
                 need_patient_banner=True,
                 session=None,
             )
-            grants.open(context)
             _token, claims = tokens.mint(
                 audience=self.auth.fhir_base,
                 client_id=self.app_id,
@@ -568,7 +575,9 @@ class Minter:
                 fhir_user=context.fhir_user,
             )
             until = time.time() + self.settings.refresh_token_lifetime
-            refresh = grants.issue(context, scope=APP_SCOPE, access=claims, refresh_until=until)
+            refresh = grants.issue(
+                context, scope=APP_SCOPE, access=claims, refresh_until=until, commit=lambda: True
+            )
             assert refresh is not None
             form = {"grant_type": "refresh_token", "refresh_token": refresh}
             return urlencode({**form, "client_id": self.app_id})
@@ -593,27 +602,32 @@ class Minter:
     def introspect_bodies(self, count: int) -> list[str]:
         return [urlencode({"token": t}) for t in self.access_tokens(count)]
 
+    def _assertion(self, client_id: str) -> dict[str, str]:
+        """The form fields of a `private_key_jwt` client authentication: a fresh ES384 JWT."""
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": self.settings.token_endpoint,
+            "exp": int(time.time()) + ASSERTION_LIFETIME,
+            "jti": secrets.token_urlsafe(16),
+        }
+        header = {"alg": "ES384", "kid": self.rs_key.kid}
+        return {
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": jwt.encode(header, claims, self.rs_key, algorithms=["ES384"]),
+        }
+
     def assertion_bodies(self, count: int) -> list[str]:
         """Introspection requests authenticated by `private_key_jwt` (ES384 assertions)."""
-        now = int(time.time())
-        claims = {"iss": self.rs_jwt_id, "sub": self.rs_jwt_id, "aud": self.settings.token_endpoint}
-        header = {"alg": "ES384", "kid": self.rs_key.kid}
-        out = []
-        for token in self.access_tokens(count):
-            jti = secrets.token_urlsafe(16)
-            assertion = jwt.encode(
-                header,
-                {**claims, "exp": now + ASSERTION_LIFETIME, "jti": jti},
-                self.rs_key,
-                algorithms=["ES384"],
-            )
-            form = {
-                "token": token,
-                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                "client_assertion": assertion,
-            }
-            out.append(urlencode(form))
-        return out
+        return [
+            urlencode({"token": token, **self._assertion(self.rs_jwt_id)})
+            for token in self.access_tokens(count)
+        ]
+
+    def backend_bodies(self, count: int) -> list[str]:
+        """SMART Backend Services token requests (`client_credentials`, ES384 assertions)."""
+        form = {"grant_type": "client_credentials", "scope": "system/Observation.rs"}
+        return [urlencode({**form, **self._assertion(self.backend_jwt_id)}) for _ in range(count)]
 
 
 # -- groups -------------------------------------------------------------------------------------
@@ -733,11 +747,43 @@ def _check(server: Server, path: str, body: str, headers: dict[str, str], expect
 
 
 def w6(server: Server, minter: Minter) -> list[Group]:
+    for path in ("/auth/token", "/bare/_auth/client-credentials"):
+        _check(server, path, minter.backend_bodies(1)[0], {}, '"access_token"')
     for path in ("/auth/token", "/bare/_auth/code"):
         _check(server, path, minter.code_bodies(1)[0], {}, '"id_token"')
     for path in ("/auth/token", "/bare/_auth/refresh"):
         _check(server, path, minter.refresh_bodies(1)[0], {}, '"refresh_token"')
     return [
+        Group(
+            "w6-backend",
+            "W6 token endpoint: client_credentials by a SMART backend service (private_key_jwt,"
+            " ES384 assertion; access token ES256), performance.md's W6 workload proper",
+            [
+                Target(
+                    "w6-backend-B",
+                    "POST /bare/_auth/client-credentials",
+                    "POST",
+                    ("/bare/_auth/client-credentials",),
+                    pool=minter.backend_bodies,
+                ),
+                Target(
+                    "w6-backend-C",
+                    "POST /auth/token grant_type=client_credentials",
+                    "POST",
+                    ("/auth/token",),
+                    pool=minter.backend_bodies,
+                ),
+            ],
+            [
+                Comparison(
+                    "w6-backend",
+                    "client_credentials vs the crypto ceiling (assertion verify + token sign)",
+                    "w6-backend-B",
+                    "w6-backend-C",
+                    0.70,
+                )
+            ],
+        ),
         Group(
             "w6-code",
             "W6 token endpoint: authorization_code exchange (public client, PKCE S256; access token"
@@ -812,22 +858,20 @@ def w6(server: Server, minter: Minter) -> list[Group]:
     ]
 
 
-def w7(server: Server, minter: Minter) -> Group:
+def w7(server: Server, minter: Minter, ids: list[str]) -> Group:
     basic = {"Authorization": minter.basic}
-    _check(server, "/bare/_auth/introspect", minter.introspect_bodies(1)[0], {}, '"active":true')
     _check(server, "/auth/introspect", minter.introspect_bodies(1)[0], basic, '"active":true')
     _check(server, "/auth/introspect", minter.assertion_bodies(1)[0], {}, '"active":true')
     return Group(
         "w7",
         "W7 introspection (RFC 7662) by a resource-server client, a never-seen access token per"
-        " request",
+        " request, against performance.md's baseline: the W1 bare read (one keyed lookup)",
         [
             Target(
                 "w7-B",
-                "POST /bare/_auth/introspect",
-                "POST",
-                ("/bare/_auth/introspect",),
-                pool=minter.introspect_bodies,
+                "GET /bare/Observation/{id}",
+                "GET",
+                tuple(f"/bare/Observation/{i}" for i in ids),
             ),
             Target(
                 "w7-jwt-C",
@@ -843,21 +887,19 @@ def w7(server: Server, minter: Minter) -> Group:
                 ("/auth/introspect",),
                 tuple(basic.items()),
                 pool=minter.introspect_bodies,
-                min_seconds=3,
-                connections=2,
             ),
         ],
         [
             Comparison(
                 "w7-jwt",
-                "private_key_jwt client vs bare verify + denylist lookup",
+                "private_key_jwt client vs the W1 bare read",
                 "w7-B",
                 "w7-jwt-C",
                 0.80,
             ),
             Comparison(
                 "w7-basic",
-                "client_secret_basic client vs bare verify + denylist lookup",
+                "client_secret_basic client vs the W1 bare read",
                 "w7-B",
                 "w7-basic-C",
                 0.80,
@@ -927,13 +969,6 @@ def run_group(bench: Bench, group: Group) -> None:
         )
 
 
-def _median_rps(groups: list[Group], key: str) -> float | None:
-    for group in groups:
-        if any(t.key == key for t in group.targets) and group.rounds:
-            return statistics.median(r[key].sample.rps for r in group.rounds)
-    return None
-
-
 def summary(groups: list[Group]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for group in groups:
@@ -959,7 +994,7 @@ def summary(groups: list[Group]) -> dict[str, Any]:
     return out
 
 
-def print_table(groups: list[Group], cross: dict[str, float]) -> None:
+def print_table(groups: list[Group]) -> None:
     print(
         "\n| ratio | B req/s | C req/s | C/B median (min-max) | goal | verdict | server CPU B/C |"
     )
@@ -971,8 +1006,6 @@ def print_table(groups: list[Group], cross: dict[str, float]) -> None:
             f" {row['ratio_median']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) |"
             f" >= {row['goal']:.2f} | {verdict} | {row['server_cpu_ratio_median']:.3f} |"
         )
-    for key, value in cross.items():
-        print(f"{key}: {value:.3f} (ratio of medians across groups; secondary)")
 
 
 @contextmanager
@@ -1011,18 +1044,12 @@ def run(config: Config, argv: list[str]) -> int:
             if "w6" in config.workloads:
                 groups.extend(w6(bench.server, minter))
             if "w7" in config.workloads:
-                groups.append(w7(bench.server, minter))
+                groups.append(w7(bench.server, minter, ids))
             for group in groups:
                 run_group(bench, group)
         finally:
             minter.close()
-    cross: dict[str, float] = {}
-    bare = _median_rps(groups, "w1-bare-B")
-    for key in ("w7-jwt-C", "w7-basic-C"):
-        rate = _median_rps(groups, key)
-        if bare and rate is not None:
-            cross[f"{key[:-2]} vs the W1 bare read (performance.md's W7 baseline)"] = rate / bare
-    print_table(groups, cross)
+    print_table(groups)
     report = {
         "started": started.isoformat(),
         "command": ["python", "-m", "bench.auth", *argv],
@@ -1033,7 +1060,6 @@ def run(config: Config, argv: list[str]) -> int:
         "argon2_profile": minter.profile,
         "config": asdict(config),
         "ratios": summary(groups),
-        "secondary": cross,
         "trials": {
             g.name: [{k: t.summary() for k, t in r.items()} for r in g.rounds] for g in groups
         },

@@ -7,17 +7,22 @@ grant bookkeeping. Same process, same synchronous PyMongo client (`AuthStore`) r
 same threadpool hop (`run_sync`), same collections, indexes and document shapes, same signing keys
 (`KeyRing`, cached) and the same joserfc calls as `smart_auth`:
 
-- `POST /bare/_auth/code` (form `code`, `code_verifier`): SHA-256 of the code, one conditional
-  `update_one` spending the `codes` record and a `find_one` reading it (as `smart_auth` does:
-  SecantusDB scans the whole collection for a `find_one_and_update`), SHA-256 of the verifier
+- `POST /bare/_auth/code` (form `code`, `code_verifier`): SHA-256 of the code, a `find_one`
+  reading the `codes` record and one conditional `update_one` spending it (SecantusDB scans the
+  whole collection for a `find_one_and_update`), SHA-256 of the verifier
   against the stored S256 challenge, an ES256 access token, a random refresh token and its
   SHA-256, one `insert_one` of the `tokens` record, an RS256 id_token (the candidate issues one:
   `openid` is granted).
 - `POST /bare/_auth/refresh` (form `refresh_token`): SHA-256 of the token, a `find_one` and a
   conditional `update_one` spending the `tokens` record, an ES256 access token, a new refresh token
   and its SHA-256, one `insert_one` of the new `tokens` record.
-- `POST /bare/_auth/introspect` (form `token`): the ES256 signature verification of the token
-  (key from the cached `KeyRing`), one `find_one` on the `revoked` denylist by jti, the claims.
+
+- `POST /bare/_auth/client-credentials` (form `scope`, `client_assertion`): performance.md's W6
+  "crypto ceiling": the ES384 signature of the client assertion, verified with the key of its
+  `iss` from the client registry's in-process cache, and an ES256 access token; no claim checks,
+  no `jti` record, no scope checks.
+
+(W7, introspection, is measured against the bare FHIR read, as performance.md defines it.)
 
 Never enable in production: they hand out tokens to anyone.
 """
@@ -39,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from smart_auth.clients import CLIENT_ASSERTION_ALGS
 from smart_auth.keys import ACCESS_TOKEN, ID_TOKEN
 from smart_auth.services import AuthServices
 from smart_auth.store import digest, run_sync, utc
@@ -130,9 +136,9 @@ def _body(
 def _exchange(auth: AuthServices, form: dict[str, str]) -> Response:
     store = auth.store
     code_id = digest(form.get("code", ""))
+    code = store.codes.find_one({"_id": code_id, "used": False})
     spent = store.codes.update_one({"_id": code_id, "used": False}, {"$set": {"used": True}})
-    code = store.codes.find_one({"_id": code_id}) if spent.modified_count == 1 else None
-    if code is None:
+    if code is None or spent.modified_count != 1:
         return _refused()
     verifier = form.get("code_verifier", "").encode("ascii")
     computed = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
@@ -180,21 +186,25 @@ def _refresh(auth: AuthServices, form: dict[str, str]) -> Response:
     return Response(orjson.dumps(body), 200, _NO_STORE, media_type=_JSON)
 
 
-def _introspect(auth: AuthServices, form: dict[str, str]) -> Response:
-    token = form.get("token", "")
-    inactive = Response(b'{"active":false}', 200, _NO_STORE, media_type=_JSON)
+def _client_credentials(auth: AuthServices, form: dict[str, str]) -> Response:
+    assertion = form.get("client_assertion", "")
     try:
-        segment = token.split(".", 1)[0]
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-        key = auth.keys.lookup(ACCESS_TOKEN, header["kid"])
-        if key is None:
-            return inactive
-        claims = json.loads(jws.deserialize_compact(token, key.key, [ACCESS_TOKEN.alg]).payload)
+        iss = json.loads(jws.extract_compact(assertion.encode()).payload)["iss"]
+        client = auth.clients.get(iss)
+        if client is None:
+            return _refused(401)
+        jwt.decode(assertion, client.public_keys(), algorithms=list(CLIENT_ASSERTION_ALGS))
     except (JoseError, ValueError, TypeError, KeyError):
-        return inactive
-    if claims["exp"] <= auth.store.clock() or auth.denylist.is_revoked(claims["jti"]):
-        return inactive
-    body = {"active": True, "token_type": "Bearer", **claims}
+        return _refused(401)
+    doc = {"sub": iss, "client_id": iss}
+    scope = form.get("scope", "")
+    token, _jti, _exp = _access_token(auth, doc, scope)
+    body = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": auth.settings.access_token_lifetime,
+        "scope": scope,
+    }
     return Response(orjson.dumps(body), 200, _NO_STORE, media_type=_JSON)
 
 
@@ -208,14 +218,14 @@ async def bare_refresh(request: Request) -> Response:
     return await run_sync(_refresh, _auth(request), await _form(request))
 
 
-async def bare_introspect(request: Request) -> Response:
-    """POST /bare/_auth/introspect: signature verification and the denylist lookup."""
-    return await run_sync(_introspect, _auth(request), await _form(request))
+async def bare_client_credentials(request: Request) -> Response:
+    """POST /bare/_auth/client-credentials: the backend-services grant's crypto alone."""
+    return await run_sync(_client_credentials, _auth(request), await _form(request))
 
 
 def bare_auth_routes() -> list[Route]:
     return [
+        Route("/bare/_auth/client-credentials", bare_client_credentials, methods=["POST"]),
         Route("/bare/_auth/code", bare_code_exchange, methods=["POST"]),
         Route("/bare/_auth/refresh", bare_refresh, methods=["POST"]),
-        Route("/bare/_auth/introspect", bare_introspect, methods=["POST"]),
     ]

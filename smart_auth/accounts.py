@@ -21,6 +21,7 @@ from typing import Any
 import pyotp
 from pymongo.errors import DuplicateKeyError
 
+from smart_auth.cache import Recent
 from smart_auth.directory import split_reference
 from smart_auth.hashing import SecretHasher, verify_secret
 from smart_auth.store import AuthStore, Document, utc
@@ -124,10 +125,17 @@ class LoginThrottle:
 class AccountRegistry:
     """Accounts in the `accounts` collection (blocking calls; see store.py)."""
 
-    def __init__(self, store: AuthStore, hasher: SecretHasher, throttle: LoginThrottle) -> None:
+    def __init__(
+        self,
+        store: AuthStore,
+        hasher: SecretHasher,
+        throttle: LoginThrottle,
+        staleness: float = 1.0,
+    ) -> None:
         self.store = store
         self.hasher = hasher
         self.throttle = throttle
+        self._by_sub: Recent[str, Account | None] = Recent(staleness)
 
     def add(self, username: str, password: str, fhir_user: str, *, totp: bool = False) -> Account:
         name = normalize_username(username)
@@ -166,8 +174,14 @@ class AccountRegistry:
         return Account.from_document(doc) if doc else None
 
     def by_sub(self, sub: str) -> Account | None:
-        doc = self.store.accounts.find_one({"sub": sub})
-        return Account.from_document(doc) if doc else None
+        """The account of a token's subject, as read within `staleness` seconds (every refresh
+        checks that its user still exists as the same FHIR user)."""
+
+        def read() -> Account | None:
+            doc = self.store.accounts.find_one({"sub": sub})
+            return Account.from_document(doc) if doc else None
+
+        return self._by_sub.fetch(sub, read)
 
     def list(self) -> list[Account]:
         return [Account.from_document(d) for d in self.store.accounts.find().sort("_id", 1)]

@@ -23,8 +23,8 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from pymongo.errors import DuplicateKeyError
 
+from smart_auth.batching import GroupInsert
 from smart_auth.clients import CLIENT_ASSERTION_ALGS, Client, ClientRegistry
 from smart_auth.store import AuthStore, utc
 
@@ -46,6 +46,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         super().__init__(validate_jti=True, leeway=leeway)
         self.store = store
         self.token_endpoint = token_endpoint
+        self.jtis = GroupInsert(store.jti)  # one insert_many for concurrent requests
 
     def __call__(self, query_client: Any, request: OAuth2Request) -> Client | None:
         client: Client | None = super().__call__(query_client, request)
@@ -100,11 +101,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         The unique `_id` makes concurrent double submission succeed once (TE-03); client ids
         cannot contain ':', so "client_id:jti" is unambiguous."""
         expires = float(claims["exp"]) + self.leeway
-        try:
-            self.store.jti.insert_one({"_id": f"{claims['sub']}:{jti}", "expires_at": utc(expires)})
-        except DuplicateKeyError:
-            return False
-        return True
+        return self.jtis.insert({"_id": f"{claims['sub']}:{jti}", "expires_at": utc(expires)})
 
 
 def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from pymongo.errors import DuplicateKeyError
 
 from consent.scopes import Scopes, narrow, parse_scopes
+from smart_auth.cache import Recent
 from smart_auth.hashing import SecretHasher, VerifiedSecrets, verify_secret
 from smart_auth.store import AuthStore, Document
 
@@ -217,10 +218,11 @@ def check_scope(scope: str) -> str:
 class ClientRegistry:
     """Clients in the `clients` collection (blocking calls; see store.py)."""
 
-    def __init__(self, store: AuthStore, hasher: SecretHasher) -> None:
+    def __init__(self, store: AuthStore, hasher: SecretHasher, staleness: float = 1.0) -> None:
         self.store = store
         self.hasher = hasher
         self.verified = VerifiedSecrets()
+        self._recent: Recent[str, Client | None] = Recent(staleness)
 
     def register(
         self,
@@ -278,11 +280,16 @@ class ClientRegistry:
             self.store.clients.insert_one(client.to_document())
         except DuplicateKeyError:
             raise RegistrationError(f"client_id {client_id!r} is already registered") from None
+        self._recent.forget(client_id)
         return client, secret
 
     def get(self, client_id: Any) -> Client | None:
+        """The registered client, as read within the last `staleness` seconds (cache.py)."""
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
             return None  # not a client id we could have issued: no query
+        return self._recent.fetch(client_id, lambda: self._read(client_id))
+
+    def _read(self, client_id: str) -> Client | None:
         doc = self.store.clients.find_one({"_id": client_id})
         return Client.from_document(doc) if doc else None
 
@@ -295,9 +302,4 @@ class ClientRegistry:
         if client is None or client.secret_hash is None:
             self.hasher.spend_decoy(secret)
             return None
-        if self.verified.recalls(client.secret_hash, secret):
-            return client
-        if not client.check_client_secret(secret):
-            return None
-        self.verified.remember(client.secret_hash, secret)
-        return client
+        return client if self.verified.check(client.secret_hash, secret) else None

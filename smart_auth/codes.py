@@ -1,10 +1,11 @@
 """Authorization codes: random, stored hashed, single-use, short-lived, bound to what they grant.
 
-Redemption is one atomic conditional update on `used: false`, so of two concurrent redemptions
-exactly one wins (catalogue AC-02). (An `update_one` then a read by `_id`, not one
-`find_one_and_update`: SecantusDB scans the whole collection for the latter.) A code presented
-again is marked `replayed` and reported with its grant id, so the grant (every token the first
-redemption issued) can be revoked (RFC 6749 section 4.1.2, RFC 9700 section 4.5, catalogue AC-01).
+Redemption reads the code (`find`), issues and records the tokens, then spends the code with one
+conditional update on `used: false` (`spend`): the issuance's commit (refresh.py). Of concurrent
+redemptions exactly one spend wins, and the losers revoke the grant, the winner's tokens included
+(catalogue AC-02). A code presented once it is spent is marked `replayed` and reported with its
+grant id, so the grant (every token the first redemption issued) can be revoked (RFC 6749 section
+4.1.2, RFC 9700 section 4.5, catalogue AC-01).
 
 RFC 6749 section 4.1.2: https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2
 """
@@ -95,26 +96,28 @@ class CodeStore:
             }
         )
 
-    def redeem(self, value: Any, client_id: str) -> AuthorizationCode | None:
-        """The code's grant, consumed; None when unknown, expired or another client's.
+    def find(self, value: Any, client_id: str) -> AuthorizationCode | None:
+        """What an unspent, unexpired code of this client grants; None for anything else.
 
-        Raises `CodeReplayed` when the code was already redeemed.
+        Raises `CodeReplayed` when the code was spent already.
         """
         if not isinstance(value, str) or not 0 < len(value) <= MAX_CODE_CHARS:
             return None
         key = digest(value)
-        won = self.store.codes.update_one(
-            {"_id": key, "client_id": client_id, "used": False}, {"$set": {"used": True}}
+        doc = self.store.codes.find_one({"_id": key})
+        if doc is None or doc["client_id"] != client_id:
+            return None
+        if doc["used"]:
+            self.store.codes.update_one({"_id": key}, {"$set": {"replayed": True}})
+            raise CodeReplayed(doc["grant"])
+        if doc["valid_until"].timestamp() <= self.store.clock():
+            return None
+        return AuthorizationCode.from_document(doc)
+
+    def spend(self, value: str) -> bool:
+        """Use the code up: True for the one caller that did. (Not find_one_and_update:
+        SecantusDB scans the whole collection for it.)"""
+        spent = self.store.codes.update_one(
+            {"_id": digest(value), "used": False}, {"$set": {"used": True}}
         )
-        doc = self.store.codes.find_one({"_id": key}) if won.modified_count == 1 else None
-        if doc is not None:
-            if doc["valid_until"].timestamp() <= self.store.clock():
-                return None  # expired (and now used: a retry cannot succeed either)
-            return AuthorizationCode.from_document(doc)
-        replayed = self.store.codes.update_one(
-            {"_id": key, "client_id": client_id, "used": True}, {"$set": {"replayed": True}}
-        )
-        spent = self.store.codes.find_one({"_id": key}) if replayed.matched_count == 1 else None
-        if spent is not None:
-            raise CodeReplayed(spent["grant"])
-        return None
+        return spent.modified_count == 1

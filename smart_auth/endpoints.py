@@ -73,7 +73,7 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):  # type: ignore[misc]
     def query_token(
         self, token_string: str, token_type_hint: str | None
     ) -> IssuedToken | RefreshToken | None:
-        return self.server.find_token(token_string, authoritative=True)
+        return self.server.find_token(token_string)
 
     def check_permission(
         self, token: IssuedToken | RefreshToken, client: Client, request: OAuth2Request
@@ -113,7 +113,7 @@ class RevocationEndpoint(BaseRevocationEndpoint):  # type: ignore[misc]
     def query_token(
         self, token_string: str, token_type_hint: str | None
     ) -> IssuedToken | RefreshToken | None:
-        return self.server.find_token(token_string, authoritative=False)
+        return self.server.find_token(token_string)
 
     def revoke_token(self, token: IssuedToken | RefreshToken, request: OAuth2Request) -> None:
         if isinstance(token, RefreshToken):

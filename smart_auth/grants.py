@@ -5,6 +5,8 @@
   here, the challenge having been required at the authorization endpoint).
 - `RefreshTokenGrant`: rotation on every use, reuse detection, narrowing only (`refresh.py`).
 
+Both validate first, then issue, and commit by spending what was presented (`refresh.py`).
+
 Backend services: https://hl7.org/fhir/smart-app-launch/STU2.2/backend-services.html
 SMART token response: https://hl7.org/fhir/smart-app-launch/STU2.2/app-launch.html#response-5
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +25,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Error,
     UnauthorizedClientError,
     grants,
 )
@@ -29,11 +33,12 @@ from authlib.oauth2.rfc6749 import (
 from consent.scopes import parse_scopes, within
 from smart_auth.clients import Client
 from smart_auth.codes import AuthorizationCode, CodeReplayed
-from smart_auth.refresh import GrantContext, GrantRevoked, RefreshReused, RefreshToken
+from smart_auth.refresh import GrantContext, GrantRevoked, RefreshToken
 
 if TYPE_CHECKING:
     from smart_auth.server import SmartAuthorizationServer
 
+log = logging.getLogger("phr.auth")
 MAX_SCOPE_CHARS = 4096
 
 
@@ -131,12 +136,18 @@ class _UserGrant:
         return client
 
     def respond(
-        self, context: GrantContext, scope: str, code: AuthorizationCode | None
+        self,
+        context: GrantContext,
+        scope: str,
+        code: AuthorizationCode | None,
+        commit: Callable[[], bool],
     ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         try:
-            body = self.server.issue_tokens(context, scope, code)
+            body = self.server.issue_tokens(context, scope, code, commit)
         except GrantRevoked:
-            raise InvalidGrantError("The grant has been revoked.") from None
+            raise InvalidGrantError(
+                "The code or refresh token was used twice; the tokens issued for it are revoked."
+            ) from None
         return 200, body, list(self.TOKEN_RESPONSE_HEADER)
 
 
@@ -154,7 +165,7 @@ class AuthorizationCodeGrant(_UserGrant, grants.AuthorizationCodeGrant):  # type
         if not form.get("code"):
             raise InvalidRequestError("Missing 'code' parameter.")
         try:
-            code = self.server.codes.redeem(form["code"], client.client_id)
+            code = self.server.codes.find(form["code"], client.client_id)
         except CodeReplayed as replay:
             self.server.grants.revoke_family(replay.grant)
             raise InvalidGrantError(
@@ -162,9 +173,13 @@ class AuthorizationCodeGrant(_UserGrant, grants.AuthorizationCodeGrant):  # type
             ) from None
         if code is None:
             raise InvalidGrantError("The code is invalid or has expired.")
-        if form.get("redirect_uri") != code.redirect_uri:
-            raise InvalidGrantError("redirect_uri does not match the authorization request.")
-        check_code_verifier(form.get("code_verifier"), code.code_challenge)
+        try:
+            if form.get("redirect_uri") != code.redirect_uri:
+                raise InvalidGrantError("redirect_uri does not match the authorization request.")
+            check_code_verifier(form.get("code_verifier"), code.code_challenge)
+        except OAuth2Error:
+            self.server.codes.spend(form["code"])  # one attempt per code, failed or not
+            raise
         self.request.client = client
         self.request.authorization_code = code
 
@@ -179,11 +194,8 @@ class AuthorizationCodeGrant(_UserGrant, grants.AuthorizationCodeGrant):  # type
             need_patient_banner=code.need_patient_banner,
             session=code.session,
         )
-        try:
-            self.server.grants.open(context)
-        except GrantRevoked:
-            raise InvalidGrantError("The code was already used.") from None
-        return self.respond(context, code.scope, code)
+        value = self.request.form["code"]
+        return self.respond(context, code.scope, code, lambda: self.server.codes.spend(value))
 
 
 class RefreshTokenGrant(_UserGrant, grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -201,10 +213,12 @@ class RefreshTokenGrant(_UserGrant, grants.RefreshTokenGrant):  # type: ignore[m
         if token is None or not token.check_client(client):
             raise InvalidGrantError("The refresh token is invalid or has expired.")
         scope = check_narrower(form.get("scope"), token.scope)
-        try:
-            self.server.grants.consume(token)
-        except (RefreshReused, GrantRevoked):
-            raise InvalidGrantError("The refresh token is no longer valid.") from None
+        if token.revoked:
+            raise InvalidGrantError("The refresh token is no longer valid.")
+        if token.used:
+            log.warning("refresh token reuse: revoking grant family")
+            self.server.grants.revoke_family(token.context.family)
+            raise InvalidGrantError("The refresh token is no longer valid.")
         if not self.server.still_authorized(token.context):
             self.server.grants.revoke_family(token.context.family)
             raise InvalidGrantError("The authorization behind this token has ended.")
@@ -214,4 +228,5 @@ class RefreshTokenGrant(_UserGrant, grants.RefreshTokenGrant):  # type: ignore[m
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         token: RefreshToken = self.request.refresh_token
-        return self.respond(token.context, self.request.scope, None)
+        grants = self.server.grants
+        return self.respond(token.context, self.request.scope, None, lambda: grants.spend(token))

@@ -54,6 +54,10 @@ class VerifiedSecrets:
     always pays the full argon2 price, so guessing is no cheaper; a rotated or deleted secret
     has another (or no) stored hash, so it stops matching at once. Bounded: the oldest entries
     go first.
+
+    `check` runs argon2 once for concurrent identical attempts: when the entry has lapsed, the
+    sixteen connections of a busy resource server would otherwise each pay argon2 at the same
+    moment (seconds of CPU, every request stalled). Distinct secrets never wait for each other.
     """
 
     def __init__(self, ttl: float = 60.0, size: int = 4096) -> None:
@@ -62,19 +66,50 @@ class VerifiedSecrets:
         self._key = secrets.token_bytes(32)
         self._seen: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self._flights: dict[tuple[str, bytes], tuple[threading.Lock, list[int]]] = {}
 
     def _mac(self, secret: str) -> bytes:
         return hmac.new(self._key, secret.encode(), hashlib.sha256).digest()
 
     def recalls(self, secret_hash: str, secret: str) -> bool:
+        return self._recalls(secret_hash, self._mac(secret))
+
+    def remember(self, secret_hash: str, secret: str) -> None:
+        self._remember(secret_hash, self._mac(secret))
+
+    def check(self, secret_hash: str, secret: str) -> bool:
+        """True when `secret` matches `secret_hash`: remembered, or verified by argon2 (once
+        for concurrent identical attempts) and then remembered."""
+        mac = self._mac(secret)
+        if self._recalls(secret_hash, mac):
+            return True
+        key = (secret_hash, mac)
+        with self._lock:
+            lock, waiting = self._flights.setdefault(key, (threading.Lock(), [0]))
+            waiting[0] += 1
+        try:
+            with lock:
+                if self._recalls(secret_hash, mac):  # verified by the attempt waited for
+                    return True
+                if not verify_secret(secret_hash, secret):
+                    return False
+                self._remember(secret_hash, mac)
+                return True
+        finally:
+            with self._lock:
+                waiting[0] -= 1
+                if not waiting[0]:
+                    del self._flights[key]
+
+    def _recalls(self, secret_hash: str, mac: bytes) -> bool:
         with self._lock:
             seen = self._seen.get(secret_hash)
         if seen is None or seen[1] < time.monotonic():
             return False
-        return hmac.compare_digest(seen[0], self._mac(secret))
+        return hmac.compare_digest(seen[0], mac)
 
-    def remember(self, secret_hash: str, secret: str) -> None:
+    def _remember(self, secret_hash: str, mac: bytes) -> None:
         with self._lock:
             if len(self._seen) >= self.size:
                 self._seen.pop(next(iter(self._seen)))
-            self._seen[secret_hash] = (self._mac(secret), time.monotonic() + self.ttl)
+            self._seen[secret_hash] = (mac, time.monotonic() + self.ttl)

@@ -1,19 +1,22 @@
 """Grants and their tokens: refresh rotation with reuse detection, revocation of a whole family.
 
-A grant is what one approval produced (its id is the refresh-token *family*). Every issuance under
-it (the code exchange, then each refresh) inserts one `tokens` document recording the access
-token's jti and, when a refresh token is returned, that token's SHA-256 as `_id`. Then it
-*commits* by an atomic update of the grant that only matches while the grant is not revoked.
+A grant is what one approval produced; its id is the refresh-token *family*, and it exists as the
+`tokens` documents of its issuances. Every issuance (the code exchange, then each refresh) first
+inserts one `tokens` document recording the access token's jti and, when a refresh token is
+returned, that token's SHA-256 as `_id`. Then it *commits* by spending what was presented (the
+code, or the previous refresh token) with one conditional update. A commit that finds it spent
+(a replay, a concurrent use, a revocation) revokes the whole family, its own issuance included.
 
-Revocation marks the grant revoked first, then denies every recorded access token and kills every
-refresh token of the family. So an issuance that committed before the mark is visible to the
-revoker, and one that tries to commit after it fails and revokes its own tokens: no token escapes
-a concurrent revocation.
+Revocation kills every refresh token of the family first, then denies every recorded live access
+token. An issuance whose commit came before the kill had inserted its record before it, so the
+revoker finds and denies it; one whose commit comes after finds its refresh token killed (or its
+code spent) and revokes itself: no token escapes a concurrent revocation. Two database writes per
+issuance (insert and commit), no grant document to maintain: the token endpoint's cost.
 
-Refresh tokens rotate on every use: the presented one is consumed atomically (`used: true`) and a
-new one issued. Presenting a consumed one again is reuse: the whole family is revoked (RFC 9700
-section 4.14.2, catalogue IR-05). An `online_access` token also dies with the login session it
-was issued in.
+Refresh tokens rotate on every use: the presented one is spent (`used: true`) and a new one
+issued. Presenting a spent one again is reuse: the whole family is revoked (RFC 9700 section
+4.14.2, catalogue IR-05). An `online_access` token also dies with the login session it was issued
+in.
 
 RFC 6749 section 6: https://www.rfc-editor.org/rfc/rfc6749#section-6
 """
@@ -22,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import TokenMixin
-from pymongo.errors import DuplicateKeyError
 
 from smart_auth.revocation import Denylist
 from smart_auth.store import AuthStore, Document, digest, utc
@@ -38,10 +41,6 @@ MAX_REFRESH_CHARS = 128
 
 class GrantRevoked(Exception):
     """The grant was revoked (replay, reuse, revocation) while or before issuing."""
-
-
-class RefreshReused(Exception):
-    """A superseded refresh token was presented: its family has been revoked."""
 
 
 @dataclass(frozen=True)
@@ -105,28 +104,11 @@ class RefreshToken(TokenMixin):  # type: ignore[misc]
 
 
 class GrantStore:
-    """The `grants` and `tokens` collections (blocking calls; see store.py)."""
+    """Grants as their `tokens` documents (blocking calls; see store.py)."""
 
     def __init__(self, store: AuthStore, denylist: Denylist) -> None:
         self.store = store
         self.denylist = denylist
-
-    def open(self, context: GrantContext) -> None:
-        """Create the grant; `GrantRevoked` if a replayed code already revoked it."""
-        try:
-            self.store.grants.insert_one(
-                {
-                    "_id": context.family,
-                    "client_id": context.client_id,
-                    "sub": context.sub,
-                    "revoked": False,
-                    "created_at": self.store.now(),
-                    # Raised by each issuance; meanwhile long enough not to be reaped mid-way.
-                    "expires_at": utc(self.store.clock() + 600),
-                }
-            )
-        except DuplicateKeyError:
-            raise GrantRevoked from None
 
     def issue(
         self,
@@ -135,14 +117,15 @@ class GrantStore:
         scope: str,
         access: AccessToken,
         refresh_until: float | None,
+        commit: Callable[[], bool],
     ) -> str | None:
-        """Record an issuance (and its refresh token when `refresh_until` is given), then commit.
+        """Record an issuance (and its refresh token when `refresh_until` is given), then
+        `commit` (True when it spent what was presented).
 
-        Returns the refresh token, or None when none was asked for. `GrantRevoked` when the grant
-        was revoked first: the access token is then denied and nothing is returned.
+        Returns the refresh token, or None when none was asked for. `GrantRevoked` when the commit
+        fails: the family, this issuance included, is then revoked and nothing is returned.
         """
         refresh = secrets.token_urlsafe(32) if refresh_until is not None else None
-        expires = max(float(access.exp), refresh_until or 0.0)
         self.store.tokens.insert_one(
             {
                 "_id": digest(refresh or secrets.token_urlsafe(32)),
@@ -154,14 +137,11 @@ class GrantStore:
                 "used": refresh is None,  # nothing to redeem without a refresh token
                 "revoked": False,
                 "issued_at": self.store.now(),
-                "expires_at": utc(expires),
+                "expires_at": utc(max(float(access.exp), refresh_until or 0.0)),
             }
         )
-        committed = self.store.grants.update_one(
-            {"_id": context.family, "revoked": False},
-            {"$max": {"expires_at": utc(expires)}},
-        )
-        if committed.matched_count != 1:
+        if not commit():
+            log.warning("authorization code or refresh token used twice: revoking grant family")
             self.revoke_family(context.family)
             raise GrantRevoked
         return refresh
@@ -175,33 +155,18 @@ class GrantStore:
         )
         return RefreshToken.from_document(doc) if doc else None
 
-    def consume(self, token: RefreshToken) -> None:
-        """Spend `token` (rotation). `RefreshReused` (family revoked) if it was spent already;
-        `GrantRevoked` if its family is revoked."""
-        if token.revoked or self.is_revoked(token.context.family):
-            raise GrantRevoked
-        spent = self.store.tokens.update_one(  # not find_one_and_update: SecantusDB scans for it
+    def spend(self, token: RefreshToken) -> bool:
+        """Use `token` up (rotation): True for the one caller that did, while it was alive. (Not
+        find_one_and_update: SecantusDB scans the collection for it.)"""
+        spent = self.store.tokens.update_one(
             {"_id": token.key, "used": False, "revoked": False}, {"$set": {"used": True}}
         )
-        if spent.modified_count != 1:
-            log.warning("refresh token reuse: revoking grant family")
-            self.revoke_family(token.context.family)
-            raise RefreshReused
-
-    def is_revoked(self, family: str) -> bool:
-        doc = self.store.grants.find_one({"_id": family}, {"revoked": 1})
-        return doc is None or bool(doc["revoked"])
+        return spent.modified_count == 1
 
     def revoke_family(self, family: str) -> None:
-        """Revoke the grant: its refresh tokens die and its live access tokens are denied."""
-        self.store.grants.update_one(
-            {"_id": family},
-            {
-                "$set": {"revoked": True},
-                "$max": {"expires_at": utc(self.store.clock() + 3600)},
-            },
-            upsert=True,
-        )
+        """Revoke the grant: its refresh tokens die, then its live access tokens are denied (in
+        that order: see the module docstring)."""
+        self.store.tokens.update_many({"family": family}, {"$set": {"revoked": True}})
         now = self.store.clock()
         for doc in self.store.tokens.find(
             {"family": family}, {"access_jti": 1, "access_exp": 1, "client_id": 1}
@@ -209,4 +174,3 @@ class GrantStore:
             exp = doc["access_exp"].timestamp()
             if exp > now:
                 self.denylist.revoke(doc["access_jti"], exp, doc["client_id"])
-        self.store.tokens.update_many({"family": family}, {"$set": {"revoked": True}})

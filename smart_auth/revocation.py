@@ -38,8 +38,11 @@ class Denylist:
         self._jtis = self._jtis | {jti}  # this worker knows at once; others within `staleness`
 
     def is_revoked(self, jti: str) -> bool:
-        """Authoritative check against the database (introspection; blocking)."""
-        return self.store.revoked.find_one({"_id": jti}, {"_id": 1}) is not None
+        """`contains`, reloading the live set first when it is stale (blocking): what
+        introspection answers is what the FHIR API enforces, within the same bound."""
+        if self.needs_refresh():
+            self.refresh()
+        return self.contains(jti)
 
     def needs_refresh(self) -> bool:
         return time.monotonic() - self._loaded_at >= self.staleness

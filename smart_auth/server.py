@@ -206,10 +206,14 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     # -- user grants (authorization code, refresh) -----------------------------------------------
 
     def issue_tokens(
-        self, context: GrantContext, scope: str, code: AuthorizationCode | None
+        self,
+        context: GrantContext,
+        scope: str,
+        code: AuthorizationCode | None,
+        commit: Callable[[], bool],
     ) -> dict[str, Any]:
-        """The SMART token response for a user grant; its tokens recorded under the grant
-        (`GrantRevoked` when the grant was revoked meanwhile)."""
+        """The SMART token response for a user grant; its tokens recorded under the grant, then
+        `commit` (`GrantRevoked` when it fails: refresh.py)."""
         token, claims = self.tokens.mint(
             audience=self.fhir_base,
             client_id=context.client_id,
@@ -220,7 +224,11 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         scopes = set(scope.split())
         refresh = self.grants.issue(
-            context, scope=scope, access=claims, refresh_until=self._refresh_until(context, scopes)
+            context,
+            scope=scope,
+            access=claims,
+            refresh_until=self._refresh_until(context, scopes),
+            commit=commit,
         )
         body: dict[str, Any] = {
             "access_token": token,
@@ -284,22 +292,22 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     # -- token lookups for introspection and revocation ------------------------------------------
 
-    def find_access_token(self, token: str, *, authoritative: bool) -> IssuedToken | None:
+    def find_access_token(self, token: str) -> IssuedToken | None:
         """One of our access tokens, with its state; None for anything else."""
         try:
             claims = self.tokens.decode(token)
         except InvalidToken:
             return None
         expired = claims.exp <= self.store.clock()
-        revoked = authoritative and not expired and self.tokens.denylist.is_revoked(claims.jti)
+        revoked = not expired and self.tokens.denylist.is_revoked(claims.jti)
         return IssuedToken(claims, expired, revoked)
 
     def revoke_access_token(self, claims: AccessToken) -> None:
         self.tokens.denylist.revoke(claims.jti, claims.exp, claims.client_id)
 
-    def find_token(self, token: str, *, authoritative: bool) -> IssuedToken | RefreshToken | None:
+    def find_token(self, token: str) -> IssuedToken | RefreshToken | None:
         """An access token or a refresh token of ours (RFC 7662/7009: search every type)."""
-        found = self.find_access_token(token, authoritative=authoritative)
+        found = self.find_access_token(token)
         return found if found is not None else self.grants.find(token)
 
     # -- entry points (blocking; the router calls them through `run_sync`) ------------------------

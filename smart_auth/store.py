@@ -21,7 +21,6 @@ Collections (lower case; FHIR type collections are capitalised, so names never c
               login and approval (TTL).
 - `launches`  `_id` = SHA-256 of an EHR launch value; patient and client (TTL).
 - `codes`     `_id` = SHA-256 of an authorization code; what it grants, `used`, `replayed` (TTL).
-- `grants`    `_id` = grant id (the refresh-token family); `revoked` (TTL).
 - `tokens`    one document per token issuance of a grant: `_id` = SHA-256 of the refresh token
               (or of an unreturned random value when no refresh token was issued), `family` =
               grant id, the access token's `access_jti`/`access_exp` (so revoking the family
@@ -54,12 +53,7 @@ Clock = Callable[[], float]
 
 CLIENTS, KEYS, TOKENS, JTI, REVOKED = "clients", "keys", "tokens", "jti", "revoked"
 ACCOUNTS, LOGIN_FAILURES, SESSIONS = "accounts", "login_failures", "sessions"
-AUTHORIZATION_REQUESTS, LAUNCHES, CODES, GRANTS = (
-    "authorization_requests",
-    "launches",
-    "codes",
-    "grants",
-)
+AUTHORIZATION_REQUESTS, LAUNCHES, CODES = "authorization_requests", "launches", "codes"
 # Collections whose documents die at `expires_at`.
 _EXPIRING = (KEYS, TOKENS, JTI, LOGIN_FAILURES, SESSIONS, AUTHORIZATION_REQUESTS, LAUNCHES, CODES)
 
@@ -146,10 +140,6 @@ class AuthStore:
     def codes(self) -> Collection[Document]:
         return self.db[CODES]
 
-    @property
-    def grants(self) -> Collection[Document]:
-        return self.db[GRANTS]
-
     def now(self) -> datetime:
         return utc(self.clock())
 
@@ -166,9 +156,6 @@ class AuthStore:
         # One code per PKCE challenge: a reused challenge is refused (RFC 9700 section 2.1.1).
         self.codes.create_index([("code_challenge", ASCENDING)], unique=True, name="challenge")
         self.revoked.create_index("exp", expireAfterSeconds=0, name="ttl")
-        # A grant lives as long as its longest-lived token; its TTL field is `expires_at` too.
-        self.grants.create_index("expires_at", expireAfterSeconds=0, name="ttl")
-        self.grants.create_index([("client_id", ASCENDING), ("sub", ASCENDING)], name="owner")
 
     def close(self) -> None:
         self.client.close()

@@ -8,14 +8,17 @@ import subprocess
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 
+from smart_auth import hashing
+from smart_auth.cache import Recent
 from smart_auth.clients import RegistrationError
-from smart_auth.hashing import VerifiedSecrets
+from smart_auth.hashing import SecretHasher, VerifiedSecrets
 from tests.smart_auth.conftest import AuthServer
 from tests.smart_auth.helpers import basic, es384_key, public_jwks, rs384_key
 from tests.support import ROOT
@@ -180,3 +183,57 @@ def test_verified_secrets_remember_only_the_right_secret_for_a_while():
     assert not seen.recalls("hash-a", "s3cret")
     time.sleep(0.25)
     assert not seen.recalls("hash-c", "y"), "forgotten after the ttl"
+
+
+def test_a_client_removed_elsewhere_is_refused_within_a_second(
+    auth_server: AuthServer, http: httpx.Client
+) -> None:
+    """The registry remembers what it read for at most a second (cache.py)."""
+    services = auth_server.services
+    client, secret = services.clients.register(
+        name="short-lived", token_endpoint_auth_method="client_secret_basic", scope="system/*.rs"
+    )
+    form = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
+    headers = basic(client.client_id, secret)
+    assert http.post("/auth/token", data=form, headers=headers).status_code == 200
+    services.store.clients.delete_one({"_id": client.client_id})  # e.g. by another worker
+    time.sleep(1.05)
+    assert http.post("/auth/token", data=form, headers=headers).status_code == 401
+
+
+def test_recent_remembers_for_a_while_and_forgets_on_demand():
+    loads: list[str] = []
+
+    def load(key: str):
+        return lambda: loads.append(key) or f"value of {key}"
+
+    recent: Recent[str, str] = Recent(staleness=0.2, size=2)
+    assert recent.fetch("a", load("a")) == "value of a"
+    assert recent.fetch("a", load("a")) == "value of a" and loads == ["a"]
+    recent.forget("a")
+    recent.fetch("a", load("a"))
+    recent.fetch("b", load("b"))
+    recent.fetch("c", load("c"))  # bounded: the oldest ("a") goes
+    recent.fetch("a", load("a"))
+    assert loads == ["a", "a", "b", "c", "a"]
+    time.sleep(0.25)
+    recent.fetch("c", load("c"))
+    assert loads[-1] == "c", "read again after the staleness bound"
+
+
+def test_concurrent_identical_secrets_pay_argon2_once_and_wrong_ones_every_time(monkeypatch):
+    hashed = SecretHasher("CHEAPEST").hash("s3cret")
+    calls: list[str] = []
+    real = hashing.verify_secret
+
+    def counted(secret_hash: str, secret: str) -> bool:
+        calls.append(secret)
+        time.sleep(0.05)  # as long as a real verification, so the attempts overlap
+        return real(secret_hash, secret)
+
+    monkeypatch.setattr(hashing, "verify_secret", counted)
+    seen = VerifiedSecrets()
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(lambda _: seen.check(hashed, "s3cret"), range(8)))
+        assert not any(pool.map(lambda _: seen.check(hashed, "wrong"), range(4)))
+    assert calls == ["s3cret"] + ["wrong"] * 4

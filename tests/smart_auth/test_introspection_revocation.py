@@ -10,6 +10,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from smart_auth.clients import Client
+from smart_auth.store import utc
 from tests.smart_auth.conftest import AuthServer, BackendClient, issue, shifted
 from tests.smart_auth.helpers import (
     ASSERTION_TYPE,
@@ -165,6 +166,20 @@ def test_revocation_is_idempotent_and_kills_the_token(
     jti = jwt_parts(token)[1]["jti"]
     record = auth_server.services.store.revoked.find_one({"_id": jti})
     assert record is not None and record["exp"].timestamp() == jwt_parts(token)[1]["exp"]
+
+
+def test_a_revocation_by_another_worker_shows_within_the_staleness_bound(
+    http: httpx.Client, auth_server: AuthServer, backend: BackendClient, resource_server
+) -> None:
+    """Introspection answers from the same per-process denylist the FHIR API enforces
+    (revocation.py): a jti another process denied is inactive here within the bound."""
+    token = issue(http, auth_server, backend)
+    assert introspect(http, token, resource_server)["active"] is True
+    claims = jwt_parts(token)[1]
+    store = auth_server.services.store
+    store.revoked.insert_one({"_id": claims["jti"], "exp": utc(claims["exp"]), "at": store.now()})
+    time.sleep(auth_server.settings.revocation_staleness_seconds + 0.05)
+    assert introspect(http, token, resource_server) == {"active": False}
 
 
 @pytest.mark.parametrize("token", ["unknown", "a.b.c", "x" * 5000])

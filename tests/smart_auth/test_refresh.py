@@ -3,9 +3,12 @@ catalogue IR)."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from smart_auth.refresh import GrantRevoked
 from smart_auth.store import digest, utc
 from tests.smart_auth.browser import Browser, forms
 from tests.smart_auth.conftest import AuthServer
@@ -194,9 +197,48 @@ def test_another_client_cannot_revoke_a_refresh_token(
 def test_refresh_stops_when_the_account_is_gone(
     auth_server: AuthServer, http: httpx.Client, app: App, user: User
 ) -> None:
+    """Within a second, though the server remembers the account it read (cache.py)."""
     first = launch(auth_server, app, user)
+    second = assert_refreshed(refresh(http, auth_server, app, first["refresh_token"]))
     auth_server.services.store.accounts.delete_one({"_id": user.username})
-    oauth_error(refresh(http, auth_server, app, first["refresh_token"]), 400, "invalid_grant")
+    time.sleep(1.05)
+    oauth_error(refresh(http, auth_server, app, second["refresh_token"]), 400, "invalid_grant")
+
+
+def test_an_issuance_racing_a_revocation_revokes_itself(
+    auth_server: AuthServer, app: App, user: User
+) -> None:
+    """The revocation lands between the issuance's record and its commit: the commit finds the
+    presented token killed, so the new tokens are revoked too (refresh.py)."""
+    services = auth_server.services
+    grants, tokens = services.grants, services.tokens
+    presented = grants.find(launch(auth_server, app, user)["refresh_token"])
+    assert presented is not None
+    context = presented.context
+    _access, claims = tokens.mint(
+        audience=services.fhir_base,
+        client_id=context.client_id,
+        subject=context.sub,
+        scope=presented.scope,
+        patient=context.patient,
+        fhir_user=context.fhir_user,
+    )
+
+    def commit() -> bool:
+        grants.revoke_family(context.family)  # another request revokes the grant meanwhile
+        return grants.spend(presented)
+
+    with pytest.raises(GrantRevoked):
+        grants.issue(
+            context,
+            scope=presented.scope,
+            access=claims,
+            refresh_until=time.time() + 60,
+            commit=commit,
+        )
+    assert services.denylist.contains(claims.jti), "the racing issuance's access token is denied"
+    issued = services.store.tokens.find_one({"access_jti": claims.jti})
+    assert issued is not None and issued["revoked"] is True
 
 
 def test_online_access_lives_as_long_as_the_session(
