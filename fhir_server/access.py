@@ -16,7 +16,7 @@ RFC 6750 (bearer tokens): https://www.rfc-editor.org/rfc/rfc6750
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
@@ -116,36 +116,71 @@ class Access:
             for s in self.ctx.scopes.resources
         )
 
-    def decide(self, letter: str, resource_type: str, resource: dict[str, Any]) -> Decision:
-        """`consent.policy.decide` for one resource (a parsed JSON object)."""
-        patients = _patients(resource_type, resource, self.base)
+    def decide(
+        self,
+        letter: str,
+        resource_type: str,
+        body: bytes | dict[str, Any],
+        stored: Sequence[str] | None = None,
+    ) -> Decision:
+        """`consent.policy.decide` for one resource (its JSON bytes or the parsed object).
+
+        `stored` is its compartment as stored beside it (`pat`, computed by the same
+        `compartment_patients` at write time, and what searches are confined by): with it the
+        bytes are parsed only when the decision needs their content, namely a delegate's security
+        labels, a granular scope's filter, or a Binary (its patient is its `securityContext`)."""
+
+        def resource() -> dict[str, Any]:
+            nonlocal body
+            if isinstance(body, bytes):
+                body = loads(body)  # once, and only if needed
+            assert isinstance(body, dict)
+            return body
+
+        if stored is None or resource_type == "Binary":
+            patients: Sequence[str] = _patients(resource_type, resource(), self.base)
+        else:
+            patients = stored
         self.patients.update(patients)
         target = Target(
             resource_type,
             frozenset(patients),
             has_compartment(resource_type),
-            _labels(resource) if self.ctx.delegations else frozenset(),
+            _labels(resource()) if self.ctx.delegations else frozenset(),
         )
         keys: frozenset[str] | None = None
 
         def matches(scope: ResourceScope) -> bool:
             nonlocal keys
             if keys is None:
-                fields = index_fields(resource_type, resource, [], self.base)
+                fields = index_fields(resource_type, resource(), [], self.base)
                 keys = frozenset(k for k in fields.get("k", ()) if PATIENT not in k)
-            return _scope_matches(scope, resource_type, self.base, keys, resource)
+            return _scope_matches(scope, resource_type, self.base, keys, resource())
 
         return decide(self.ctx, letter, target, self.now, matches)
 
-    def allows(self, letter: str, resource_type: str, body: bytes | dict[str, Any]) -> bool:
+    def allows(
+        self,
+        letter: str,
+        resource_type: str,
+        body: bytes | dict[str, Any],
+        stored: Sequence[str] | None = None,
+    ) -> bool:
         if self._unfiltered_system(resource_type, letter):
+            self.patients.update(stored or ())  # named in the audit record when known unparsed
             return True  # the hot path of backend services: no parse needed
-        resource = loads(body) if isinstance(body, bytes) else body
-        return self.decide(letter, resource_type, resource).permitted
+        return self.decide(letter, resource_type, body, stored).permitted
 
-    def check_read(self, letter: str, resource_type: str, resource_id: str, body: bytes) -> None:
+    def check_read(
+        self,
+        letter: str,
+        resource_type: str,
+        resource_id: str,
+        body: bytes,
+        stored: Sequence[str] | None = None,
+    ) -> None:
         """Reads outside permission are 404, the same answer as for a missing resource."""
-        if not self.allows(letter, resource_type, body):
+        if not self.allows(letter, resource_type, body, stored):
             raise not_found(f"{resource_type}/{resource_id} is not known")
 
     def check_write(self, letter: str, resource_type: str, body: bytes | dict[str, Any]) -> None:

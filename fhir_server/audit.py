@@ -76,8 +76,9 @@ class AuditTrail:
             await self.task
 
     def record(self, *, path: str, query: str | None, request_id: str, **who: Any) -> None:
-        """Account for one request; `who` holds everything but the request's own path."""
-        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in who.items()))
+        """Account for one request; `who` holds everything but the request's own path, in
+        hashable values (`pat` a tuple): it is the key alike requests share a record by."""
+        key = tuple(sorted(who.items()))
         now = datetime.now(UTC)
         entry = self.open.get(key)
         if entry is None:

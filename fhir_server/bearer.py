@@ -75,12 +75,13 @@ def bearer_token(scope: Scope) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
     if query and any(k == "access_token" for k, _ in parse_qsl(query, keep_blank_values=True)):
         raise _challenge(400, "invalid_request", "Send the token in the Authorization header")
-    values = Headers(scope=scope).getlist("authorization")
+    # ASGI header names are lower-case bytes (starlette's Headers relies on it too)
+    values: list[bytes] = [v for k, v in scope["headers"] if k == b"authorization"]
     if not values:
         raise _challenge(401, None, "This endpoint needs a bearer access token")
     if len(values) > 1:
         raise _challenge(400, "invalid_request", "Send exactly one Authorization header")
-    scheme, _, token = values[0].strip().partition(" ")
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _challenge(401, "invalid_request", "Use the Bearer authorization scheme")
@@ -132,7 +133,7 @@ class AccessMiddleware:
                 user=ctx.fhir_user,
                 patient=ctx.patient,
                 jti=token.jti if token else None,
-                pat=sorted(access.patients),
+                pat=tuple(sorted(access.patients)),
             )
 
     async def _access(self, scope: Scope) -> Access:
@@ -166,10 +167,10 @@ class FhirCors:
         if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        if "origin" not in headers:
+        if not any(name == b"origin" for name, _ in scope["headers"]):  # not a browser
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             preflight = {
                 "Access-Control-Allow-Origin": "*",

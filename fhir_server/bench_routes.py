@@ -21,6 +21,7 @@ from consent.policy import AccessContext
 from consent.scopes import parse_scopes
 from fhir_server.access import Access
 from fhir_server.interactions import instance
+from fhir_server.search.index import KEY_FIELD, compartment_key
 from fhir_server.storage.versions import now
 
 _FIELDS = {"json": 1, "v": 1, "lu": 1, "m": 1}
@@ -63,7 +64,9 @@ async def bare_keys(request: Request) -> Response:
     query), answering the stored bytes as a JSON array."""
     params = request.query_params
     query = (
-        {"k": params["k"]} if "k" in params else {"k": {"$gte": params["gte"], "$lt": params["lt"]}}
+        {KEY_FIELD: params["k"]}
+        if "k" in params
+        else {KEY_FIELD: {"$gte": params["gte"], "$lt": params["lt"]}}
     )
     limit = int(params.get("limit", "20"))
     docs = await _collection(request).find(query, {"json": 1}).to_list(limit)
@@ -71,13 +74,13 @@ async def bare_keys(request: Request) -> Response:
 
 
 async def bare_everything(request: Request) -> Response:
-    """GET /bare/_everything/{id}: the patient's compartment, `{pat: id}` on every type's
-    collection (W5), as a JSON array of the stored bytes."""
+    """GET /bare/_everything/{id}: the patient's compartment, its compartment key on every
+    type's collection (W5), as a JSON array of the stored bytes."""
     db, pid = _db(request), request.path_params["id"]
     parts: list[bytes] = []
     for name in sorted(await db.list_collection_names()):
         if name[:1].isupper():
-            async for doc in db[name].find({"pat": pid}, {"json": 1}):
+            async for doc in db[name].find({KEY_FIELD: compartment_key(pid)}, {"json": 1}):
                 if doc.get("json") is not None:
                     parts.append(doc["json"])
     return _array(parts)

@@ -7,22 +7,22 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from fhir_server.compartment import compartment_patients
-from fhir_server.search.index import stored_fields
+from fhir_server.search.index import KEY_FIELD, compartment_key, stored_document, stored_fields
 
 
 class ResourceIndexer:
-    """Compartment patients (`pat`), search keys (`k`) and sort keys (`o`)."""
+    """Compartment patients (`pat`) and search keys (`k`, with one compartment key per
+    patient)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
 
     def fields(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
         patients = compartment_patients(resource_type, resource, self.base)
-        return {"pat": patients, **stored_fields(resource_type, resource, patients, self.base)}
+        keys = stored_fields(resource_type, resource, patients, self.base)["k"]
+        keys += [compartment_key(p) for p in patients]
+        # `pat` is not indexed: the compartment keys in `k` find a patient's resources.
+        return {"pat": patients, "k": stored_document(keys)}
 
     def indexes(self, resource_type: str) -> list[IndexModel]:
-        # (pat, _id): a patient's compartment in id order, for $everything and its paging.
-        return [
-            IndexModel([("pat", ASCENDING), ("_id", ASCENDING)]),
-            IndexModel([("k", ASCENDING)]),
-        ]
+        return [IndexModel([(KEY_FIELD, ASCENDING)])]

@@ -7,6 +7,7 @@ refused as unknown.
 
 from __future__ import annotations
 
+import contextlib
 import types
 import typing
 from collections import OrderedDict
@@ -152,7 +153,10 @@ class _KnownElements:
         key = self._key(klass, value)
         found = self.instances.get(key) if key is not None else None
         if found is not None:
-            self.instances.move_to_end(key)  # type: ignore[arg-type]
+            # Bundles validate in a worker thread (fhir_server/offload.py), single writes on the
+            # event loop's: the other thread may have dropped it meanwhile.
+            with contextlib.suppress(KeyError):
+                self.instances.move_to_end(key)  # type: ignore[arg-type]
             return found
         return self.substitute(value, klass)
 

@@ -7,9 +7,10 @@ at `/fhir/.well-known/smart-configuration`, and calls `verify_access_token` on e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authlib.common.security import is_secure_transport
 
@@ -50,6 +51,7 @@ class AuthServices:
     codes: CodeStore
     grants: GrantStore
     directory: PatientDirectory
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def create(
@@ -151,7 +153,11 @@ class AuthServices:
 
     async def verify_access_token(self, token: str, audience: str | None = None) -> AccessToken:
         """The bearer token's claims, or `InvalidToken(reason)`; `audience` defaults to the FHIR
-        base. Stale caches are reloaded in the threadpool, so the event loop never blocks."""
+        base. Stale caches are reloaded in the threadpool, so the event loop never blocks, by one
+        request at a time: those that find them stale meanwhile wait here and then verify from
+        the reloaded caches, rather than each taking a threadpool hop to queue behind a lock."""
         if self.tokens.needs_io(token):
-            await run_sync(self.tokens.refresh, token)
+            async with self.reloading:
+                if self.tokens.needs_io(token):
+                    await run_sync(self.tokens.refresh, token)
         return self.tokens.verify_cached(token, audience or self.fhir_base)

@@ -34,12 +34,13 @@ from fhir_server.http import fhir_response, negotiate, parse_prefer, require_jso
 from fhir_server.interactions.common import json_body
 from fhir_server.interactions.conditional import matching_ids
 from fhir_server.jsonbody import dumps, loads
+from fhir_server.offload import off_loop
 from fhir_server.patch import apply_patch
 from fhir_server.search.engine import parse
 from fhir_server.search.index import index_fields
 from fhir_server.services import Services, services
 from fhir_server.storage.repository import VersionConflict, Write, WriteResult
-from fhir_server.storage.versions import format_instant
+from fhir_server.storage.versions import Version, format_instant
 from fhir_server.subrequest import dispatch
 from fhir_server.validation import check_type, validate_resource
 
@@ -194,12 +195,10 @@ class TransactionPlanner:
                 await self._resolve_identity(item, seen_conditions)
             except FhirError as exc:
                 raise item.error(exc) from None
-        for item in ordered:
-            if item.resource is not None and item.method in {"POST", "PUT"}:
-                item.resource = _rewrite(item.resource, self.mapping)
+        await off_loop(self._rewrite_all, ordered)
         await self._resolve_conditional_references(ordered)
         targets: set[tuple[str, str]] = set()
-        writes: list[Write] = []
+        todo: list[tuple[Item, Version | FhirError | None]] = []
         for item in ordered:
             if item.method in {"GET", "HEAD"} or item.existing or item.noop:
                 continue
@@ -210,8 +209,23 @@ class TransactionPlanner:
                     bad_request(f"{item.resource_type}/{item.resource_id} is changed twice")
                 )
             targets.add(target)
+            todo.append((item, await self._current(item)))
+        # Validation and the access checks are most of a transaction's CPU: off the event loop,
+        # so other requests' transactions keep the database busy meanwhile.
+        return await off_loop(self._writes, todo)
+
+    def _rewrite_all(self, items: list[Item]) -> None:
+        for item in items:
+            if item.resource is not None and item.method in {"POST", "PUT"}:
+                item.resource = _rewrite(item.resource, self.mapping)
+
+    def _writes(self, todo: list[tuple[Item, Version | FhirError | None]]) -> list[Write]:
+        writes: list[Write] = []
+        for item, current in todo:
             try:
-                writes.append(await self._write(item))
+                if isinstance(current, FhirError):
+                    raise current
+                writes.append(self._write(item, current))
             except FhirError as exc:
                 raise item.error(exc) from None
         return writes
@@ -292,13 +306,26 @@ class TransactionPlanner:
             if item.resource is not None and item.method in {"POST", "PUT"}:
                 item.resource = _rewrite(item.resource, resolved)
 
-    async def _write(self, item: Item) -> Write:
+    async def _current(self, item: Item) -> Version | FhirError | None:
+        """The current version `_write` needs (PATCH, or a write the access must check against
+        what it replaces); an error is kept for `_write` to raise in its entry's turn."""
+        rtype, letter = item.resource_type, _LETTERS[item.method]
+        if item.method == "PATCH" or (
+            item.method in {"DELETE", "PUT"} and not self.access.sees_all(rtype, letter)
+        ):
+            assert item.resource_id is not None
+            current = await self.svc.repository.read(rtype, item.resource_id)
+            if item.method == "PATCH" and (current is None or current.json is None):
+                return not_found(f"{rtype}/{item.resource_id} is not known")
+            return current
+        return None
+
+    def _write(self, item: Item, current: Version | None) -> Write:
         assert item.resource_id is not None
         expected: int | None
         acc, rtype, letter = self.access, item.resource_type, _LETTERS[item.method]
         checked = None
         if item.method in {"DELETE", "PUT"} and not acc.sees_all(rtype, letter):
-            current = await self.svc.repository.read(rtype, item.resource_id)
             if current is not None and current.json is not None:
                 acc.check_existing(letter, rtype, current.json)
                 checked = current.version
@@ -307,9 +334,7 @@ class TransactionPlanner:
         if item.method == "DELETE":
             return Write("DELETE", rtype, item.resource_id, None, item.if_match or checked)
         if item.method == "PATCH":
-            current = await self.svc.repository.read(rtype, item.resource_id)
-            if current is None or current.json is None:
-                raise not_found(f"{rtype}/{item.resource_id} is not known")
+            assert current is not None and current.json is not None
             acc.check_existing("u", rtype, current.json)
             body = apply_patch(loads(current.json), _patch_operations(item))
             expected = current.version if item.if_match is None else item.if_match

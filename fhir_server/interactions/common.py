@@ -79,7 +79,7 @@ def readable(request: Request, version: Version | None, what: str, letter: str =
         version = None
     version = live(version, what)
     assert version.json is not None
-    acc.check_read(letter, version.resource_type, version.id, version.json)
+    acc.check_read(letter, version.resource_type, version.id, version.json, version.patients)
     return version
 
 

@@ -19,8 +19,11 @@ from fhir_server.errors import FhirError, Issue, bad_request
 from fhir_server.jsonbody import loads
 from fhir_server.search.definitions import search_params
 from fhir_server.search.index import (
+    KEY_FIELD,
     LAST_UPDATED,
     SortValues,
+    compartment_key,
+    document_keys,
     indexed_params,
     is_reference,
     last_updated_range,
@@ -234,7 +237,9 @@ class Executor:
         with_json = any(p.resource_test for p in search.predicates)
         if not drivable:
             if search.patient:
-                return await self._find(search.resource_type, {"pat": search.patient}, with_json)
+                return await self._find(
+                    search.resource_type, {KEY_FIELD: compartment_key(search.patient)}, with_json
+                )
             if search.predicates:
                 raise FhirError(
                     "This search needs at least one parameter that can use an index",
@@ -255,7 +260,9 @@ class Executor:
                 or (p.rank >= RANK_EXACT and is_reference(rtype, p.name))
             ]
             if not drivable:
-                return await self._find(rtype, {"pat": search.patient}, with_json)
+                return await self._find(
+                    rtype, {KEY_FIELD: compartment_key(search.patient)}, with_json
+                )
             if len(drivable) > 1:
                 # The compartment is already in every patient-prefixed key: let another parameter
                 # drive, so `patient=P&code=X` reads P's X keys, not all of P's resources.
@@ -336,7 +343,7 @@ class Executor:
             if doc.get("m") == "DELETE":
                 continue
             keys = logical_keys(
-                search.resource_type, doc.get("k", ()), doc["lu"] if by_lu else None, codes
+                search.resource_type, document_keys(doc), doc["lu"] if by_lu else None, codes
             )
             if not all(p.test(keys) for p in search.predicates) or not all(
                 doc["_id"] in p.ids for p in search.predicates if p.ids is not None
@@ -482,7 +489,7 @@ class Executor:
         ]
         if not keys:
             return []
-        docs = await self._find(source, {"k": {"$in": keys}})
+        docs = await self._find(source, {KEY_FIELD: {"$in": keys}})
         out = []
         for d in docs:
             if d.get("m") == "DELETE" or (source, d["_id"]) in seen:
@@ -502,9 +509,9 @@ def _queries(
     queries: list[dict[str, Any]] = []
     for stored_low, stored_high in stored_ranges(resource_type, low, high):
         if stored_high is None:
-            queries.append({"k": prefix + stored_low})
+            queries.append({KEY_FIELD: prefix + stored_low})
         else:
-            queries.append({"k": {"$gte": prefix + stored_low, "$lt": prefix + stored_high}})
+            queries.append({KEY_FIELD: {"$gte": prefix + stored_low, "$lt": prefix + stored_high}})
     return queries
 
 
@@ -516,7 +523,7 @@ def _prefixed(resource_type: str, predicate: Predicate) -> bool:
 
 
 def _candidate(resource_type: str, doc: dict[str, Any]) -> Candidate:
-    keys = logical_keys(resource_type, doc.get("k", ()))
+    keys = logical_keys(resource_type, document_keys(doc))
     return Candidate(doc["_id"], keys, SortValues(resource_type, keys), doc["lu"])
 
 

@@ -34,6 +34,30 @@ from fhir_server.search.values import (
     token_keys,
 )
 
+# Stored keys are subdocuments, `k: [{v: key}, ...]`, indexed as `k.v`: SecantusDB gives an array
+# of strings an index entry for the whole array besides one per key (and encodes every key twice
+# more for it), where a path through subdocuments gets only the per-key entries: ~8% of its CPU
+# per written resource (docs/storage.md, "Stored search keys").
+KEY_FIELD = "k.v"
+
+
+def stored_document(keys: Iterable[str]) -> list[dict[str, str]]:
+    """The `k` field holding `keys`."""
+    return [{"v": key} for key in keys]
+
+
+def document_keys(doc: dict[str, Any]) -> list[str]:
+    """The keys of a stored document's `k` field."""
+    return [entry["v"] for entry in doc.get("k", ())]
+
+
+def compartment_key(patient: str) -> str:
+    """The stored key of membership in a patient's compartment (`docs/storage.md`): patient
+    searches and `$everything` read it instead of an index on `pat`, one index less to
+    maintain per write. No predicate tests it (`logical_keys` drops patient-prefixed keys)."""
+    return f"{patient}{PATIENT}"
+
+
 SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
 # Served from the document itself rather than from keys. Parameters defined on extensions
 # (genomics, the `*-extensions-*` definitions) are not indexed.

@@ -14,6 +14,7 @@ N writers update version n at once exactly one wins; nothing is left half-writte
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from fhir_server.jsonbody import dumps, loads
+from fhir_server.offload import off_loop
 from fhir_server.storage.versions import Version, now, stamp
 
+log = logging.getLogger("phr")
 HISTORY = "history"
-_VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "c": 1, "json": 1}
+_VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "c": 1, "json": 1, "pat": 1}
 _MAX_ATTEMPTS = 5
 # History order: newest first, then by type, id and version so that ties have one fixed order;
 # the instance and type orders drop the fields their queries fix.
@@ -90,8 +93,16 @@ def _version(resource_type: str, doc: dict[str, Any]) -> Version:
     created = bool(doc.get("c"))
     if "t" in doc:  # a history document
         return Version(doc["t"], doc["id"], doc["v"], doc["lu"], doc["m"], doc.get("json"), created)
+    pat = doc.get("pat")
     return Version(
-        resource_type, doc["_id"], doc["v"], doc["lu"], doc["m"], doc.get("json"), created
+        resource_type,
+        doc["_id"],
+        doc["v"],
+        doc["lu"],
+        doc["m"],
+        doc.get("json"),
+        created,
+        None if pat is None else tuple(pat),
     )
 
 
@@ -171,6 +182,32 @@ class Repository:
             ]
         )
         self._ensured.add(HISTORY)
+
+    async def upgrade_layout(self) -> int:
+        """Bring type collections written by earlier versions to the current layout: search keys
+        as `{v: key}` subdocuments indexed on `k.v`, no `pat` index (docs/storage.md). A
+        collection still holding an index on `k` or `pat` gets every current version's index
+        fields computed again from its JSON, then loses those indexes. Idempotent and safe to
+        run by several workers at once; returns how many documents it re-indexed."""
+        count = 0
+        for name in sorted(await self.db.list_collection_names()):
+            if not name[:1].isupper():  # type collections only (docs/storage.md)
+                continue
+            coll = self.db[name]
+            indexes = await coll.index_information()
+            old = [n for n, spec in indexes.items() if spec["key"][0][0] in ("k", "pat")]
+            if not old:
+                continue
+            log.warning("re-indexing %s for the current storage layout", name)
+            async for doc in coll.find({"json": {"$exists": True}}, {"json": 1}):
+                fields = self.indexer.fields(name, loads(doc["json"]))
+                await coll.update_one({"_id": doc["_id"]}, {"$set": fields})
+                count += 1
+            for index in old:
+                await coll.drop_index(index)
+            self._ensured.discard(name)
+            await self.collection(name)
+        return count
 
     async def collection(self, resource_type: str) -> AsyncCollection[dict[str, Any]]:
         """The type's collection, its indexes created once per process before first use."""
@@ -359,13 +396,19 @@ class Repository:
         # Every version of one transaction has the same lastUpdated; the transaction itself
         # only reads the current versions and writes.
         at = now()
-        prepared = {
-            (w.resource_type, w.resource_id): self._prepare(
-                w.resource_type, w.resource_id, w.body, at
-            )
-            for w in writes
-            if w.body is not None
-        }
+
+        def prepare() -> dict[tuple[str, str], _Prepared]:
+            return {
+                (w.resource_type, w.resource_id): self._prepare(
+                    w.resource_type, w.resource_id, w.body, at
+                )
+                for w in writes
+                if w.body is not None
+            }
+
+        # Off the event loop (the search keys of a 300-resource Bundle take ~70 ms), so that
+        # other requests' transactions keep the database busy meanwhile.
+        prepared = await off_loop(prepare)
         for _attempt in range(_MAX_ATTEMPTS):
             async with self.client.start_session() as session:
                 try:

@@ -46,6 +46,9 @@ class Version:
     method: str
     json: bytes | None
     created: bool = False  # this version created the resource (or re-created it after a delete)
+    # its compartment as stored beside it (`pat`), so that a read can be decided without parsing
+    # `json`; None where the document has none (history versions, deletes)
+    patients: tuple[str, ...] | None = None
 
     @property
     def deleted(self) -> bool:
