@@ -136,9 +136,11 @@ def _body(
 def _exchange(auth: AuthServices, form: dict[str, str]) -> Response:
     store = auth.store
     code_id = digest(form.get("code", ""))
-    code = store.codes.find_one({"_id": code_id, "used": False})
+    code = store.codes.find_one({"_id": code_id})  # by `_id` alone, as smart_auth reads it
+    if code is None or code["used"]:
+        return _refused()
     spent = store.codes.update_one({"_id": code_id, "used": False}, {"$set": {"used": True}})
-    if code is None or spent.modified_count != 1:
+    if spent.modified_count != 1:
         return _refused()
     verifier = form.get("code_verifier", "").encode("ascii")
     computed = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
