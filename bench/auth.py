@@ -5,7 +5,7 @@ introspection); see docs/benchmarks-auth.md.
 Baseline (B) and candidate (C) trials are interleaved in rounds (the order reverses every other
 round). Codes, refresh tokens, introspected tokens and client assertions are single-use, so each
 trial gets a fresh pool minted through the real `smart_auth` stores and wrk sends every request of
-the pool at most once (a Lua script written here: bench/wrk.lua picks requests at random).
+the pool at most once (bench/wrk.lua's `once` mode).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from joserfc.jwk import ECKey
 from pymongo.database import Database
 
 from bench.harness import cpu_seconds, pinning
-from bench.load import Sample, parse_result
+from bench.load import WRK_SCRIPT, Sample, parse_result
 from bench.server import DB_NAME, ROOT, Server, serving
 from fhir_server.embedded import EmbeddedDatabase
 from smart_auth.accounts import AccountRegistry, LoginThrottle
@@ -85,57 +85,7 @@ POOL_MARGIN = 2.5
 # database busy; 2-second chunks keep the single-use collections small (Bench.measure).
 W6_CONNECTIONS = 4
 W6_CHUNK = 2
-
-# wrk script: every request pre-formatted in init(); `random` picks one at random each time,
-# `once` sends them in order and never one twice (single-use codes and tokens). With -t1 there is
-# one Lua state, so the counter is shared by every connection. Past the end of the pool, `once`
-# sends the last request again (refused: counted as an error, and the trial reported exhausted).
-LUA = r"""
-local reqs, n, i, mode = {}, 0, 0, "random"
-
-function init(args)
-  local method, paths_file, headers_file = args[1], args[2], args[3]
-  mode = args[4]
-  local body_file, content_type = args[5], args[6]
-  local headers, bodies, paths = {}, {}, {}
-  for line in io.lines(headers_file) do
-    local name, value = line:match("^([^:]+):%s*(.*)$")
-    if name ~= nil then headers[name] = value end
-  end
-  if body_file ~= nil and body_file ~= "" then
-    local f = assert(io.open(body_file, "rb"))
-    for body in f:read("*a"):gmatch("[^\n]+") do bodies[#bodies + 1] = body end
-    f:close()
-    headers["Content-Type"] = content_type
-  end
-  for path in io.lines(paths_file) do paths[#paths + 1] = path end
-  for k = 1, math.max(#paths, #bodies) do
-    local body = nil
-    if #bodies > 0 then body = bodies[(k - 1) % #bodies + 1] end
-    n = n + 1
-    reqs[n] = wrk.format(method, paths[(k - 1) % #paths + 1], headers, body)
-  end
-  math.randomseed(os.time())
-end
-
-function request()
-  if mode == "once" then
-    if i < n then i = i + 1 end
-    return reqs[i]
-  end
-  return reqs[math.random(n)]
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH_RESULT requests=%d duration_us=%d errors=%d status_errors=%d p50_us=%.1f p95_us=%.1f"
-    .. " p99_us=%.1f\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
-end
-"""
-
+BODY_SEPARATOR = "\x1e"  # between the bodies of bench/wrk.lua's body file
 
 # -- configuration and results ------------------------------------------------------------------
 
@@ -310,16 +260,14 @@ class Bench:
         paths.write_text("\n".join(target.paths) + "\n")
         headers = self.workdir / f"{name}.headers"
         headers.write_text("".join(f"{k}: {v}\n" for k, v in target.headers))
-        script = self.workdir / "auth.lua"
-        if not script.exists():
-            script.write_text(LUA)
-        args = [target.method, str(paths), str(headers), "once" if bodies else "random"]
+        args = [target.method, str(paths), str(headers), "", "", "random"]
         if bodies:
             body = self.workdir / f"{name}.body"
-            body.write_text("\n".join(bodies) + "\n")  # form bodies never hold a newline
-            args += [str(body), FORM]
+            body.write_text(BODY_SEPARATOR.join(bodies))
+            args[3:] = [str(body), FORM, "once"]
         opts = ["-t1", f"-c{self.connections(target)}", f"-d{seconds}s", "--timeout", "10s"]
-        command = [*self.load_pin, "wrk", *opts, "-s", str(script), self.server.url, "--", *args]
+        script = ["-s", str(WRK_SCRIPT)]
+        command = [*self.load_pin, "wrk", *opts, *script, self.server.url, "--", *args]
         out = subprocess.run(
             command, capture_output=True, text=True, timeout=seconds + 60, check=True, cwd=ROOT
         )
