@@ -20,8 +20,9 @@ from starlette.routing import Route
 from consent.policy import AccessContext
 from consent.scopes import parse_scopes
 from fhir_server.access import Access
+from fhir_server.compartment import compartment_query
 from fhir_server.interactions import instance
-from fhir_server.search.index import KEY_FIELD, compartment_key
+from fhir_server.search.index import KEY_FIELD
 from fhir_server.storage.versions import now
 
 _FIELDS = {"json": 1, "v": 1, "lu": 1, "m": 1}
@@ -74,13 +75,13 @@ async def bare_keys(request: Request) -> Response:
 
 
 async def bare_everything(request: Request) -> Response:
-    """GET /bare/_everything/{id}: the patient's compartment, its compartment key on every
+    """GET /bare/_everything/{id}: the patient's compartment, the same index query on every
     type's collection (W5), as a JSON array of the stored bytes."""
     db, pid = _db(request), request.path_params["id"]
     parts: list[bytes] = []
     for name in sorted(await db.list_collection_names()):
-        if name[:1].isupper():
-            async for doc in db[name].find({KEY_FIELD: compartment_key(pid)}, {"json": 1}):
+        if name[:1].isupper() and (query := compartment_query(name, pid)) is not None:
+            async for doc in db[name].find(query, {"json": 1}):
                 if doc.get("json") is not None:
                     parts.append(doc["json"])
     return _array(parts)

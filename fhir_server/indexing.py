@@ -7,12 +7,11 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from fhir_server.compartment import compartment_patients
-from fhir_server.search.index import KEY_FIELD, compartment_key, stored_document, stored_fields
+from fhir_server.search.index import KEY_FIELD, stored_document, stored_fields
 
 
 class ResourceIndexer:
-    """Compartment patients (`pat`) and search keys (`k`, with one compartment key per
-    patient)."""
+    """Compartment patients (`pat`) and search keys (`k`)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -20,8 +19,8 @@ class ResourceIndexer:
     def fields(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
         patients = compartment_patients(resource_type, resource, self.base)
         keys = stored_fields(resource_type, resource, patients, self.base)["k"]
-        keys += [compartment_key(p) for p in patients]
-        # `pat` is not indexed: the compartment keys in `k` find a patient's resources.
+        # `pat` is not indexed: the reference keys in `k` find a patient's resources
+        # (`compartment.compartment_query`).
         return {"pat": patients, "k": stored_document(keys)}
 
     def indexes(self, resource_type: str) -> list[IndexModel]:

@@ -1,8 +1,8 @@
 """Patient/[id]/$everything: https://hl7.org/fhir/R4/patient-operation-everything.html.
 
-The patient compartment is read type by type through its compartment key (`k.v` index), in
-(type, id) order, and the stored bytes are spliced into the Bundle. `_page` resumes after the last
-(type, id).
+The patient compartment is read type by type through its reference keys (`k.v` index,
+`compartment.compartment_query`), in (type, id) order, and the stored bytes are spliced into the
+Bundle. `_page` resumes after the last (type, id).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from starlette.responses import Response
 
 from fhir_server.access import access
 from fhir_server.bundles import bundle, entry
+from fhir_server.compartment import compartment_query
 from fhir_server.errors import FhirError, bad_request
 from fhir_server.http import fhir_response, negotiate
 from fhir_server.interactions.common import path_id, readable
 from fhir_server.interactions.history import parse_instant
 from fhir_server.search.definitions import resource_types
-from fhir_server.search.index import KEY_FIELD, compartment_key
 from fhir_server.services import services
 from fhir_server.validation import check_type
 
@@ -80,19 +80,22 @@ async def _everything(request: Request, pid: str) -> Response:
     last: tuple[str, str] | None = None
     more = False
     for rtype in types:
+        query = compartment_query(rtype, pid)
+        if query is None:
+            continue
         # The page bound is applied here, not in the query: with an `_id` bound SecantusDB scans
-        # the collection (and with the index hinted, the whole index); the compartment key alone
-        # reads the patient's resources of this type, which are then sorted in memory anyway.
+        # the collection (and with the index hinted, the whole index); the reference keys alone
+        # read the patient's resources of this type, which are then sorted in memory anyway.
         cursor_docs = (
-            svc.repository.db[rtype]
-            .find({KEY_FIELD: compartment_key(pid)}, {"json": 1, "lu": 1})
-            .sort("_id", 1)
+            svc.repository.db[rtype].find(query, {"json": 1, "lu": 1, "pat": 1}).sort("_id", 1)
         )
         # A limit only when every entry read is kept (else read the type to its end).
         if acc.sees_all(rtype, "s") and rtype != after_type:
             cursor_docs = cursor_docs.limit(count - len(entries) + 1)
         async for doc in cursor_docs:
-            if doc.get("json") is None or (since is not None and doc["lu"] < since):
+            if doc.get("json") is None or pid not in doc.get("pat", ()):
+                continue
+            if since is not None and doc["lu"] < since:
                 continue
             if rtype == after_type and doc["_id"] <= after_id:
                 continue

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.compartment import compartment_query
 from fhir_server.errors import FhirError, Issue, bad_request
 from fhir_server.jsonbody import loads
 from fhir_server.search.definitions import search_params
@@ -22,7 +23,6 @@ from fhir_server.search.index import (
     KEY_FIELD,
     LAST_UPDATED,
     SortValues,
-    compartment_key,
     document_keys,
     indexed_params,
     is_reference,
@@ -237,9 +237,7 @@ class Executor:
         with_json = any(p.resource_test for p in search.predicates)
         if not drivable:
             if search.patient:
-                return await self._find(
-                    search.resource_type, {KEY_FIELD: compartment_key(search.patient)}, with_json
-                )
+                return await self._compartment(search, with_json)
             if search.predicates:
                 raise FhirError(
                     "This search needs at least one parameter that can use an index",
@@ -260,9 +258,7 @@ class Executor:
                 or (p.rank >= RANK_EXACT and is_reference(rtype, p.name))
             ]
             if not drivable:
-                return await self._find(
-                    rtype, {KEY_FIELD: compartment_key(search.patient)}, with_json
-                )
+                return await self._compartment(search, with_json)
             if len(drivable) > 1:
                 # The compartment is already in every patient-prefixed key: let another parameter
                 # drive, so `patient=P&code=X` reads P's X keys, not all of P's resources.
@@ -297,6 +293,15 @@ class Executor:
                         "The search matches too many candidates; narrow it", 400, "too-costly"
                     )
         return list(docs.values()) if prefixed else self._confined(search, list(docs.values()))
+
+    async def _compartment(self, search: Search, with_json: bool) -> list[dict[str, Any]]:
+        """Candidates: the resources of the searched type in the search's patient's
+        compartment."""
+        assert search.patient is not None
+        query = compartment_query(search.resource_type, search.patient)
+        if query is None:
+            return []
+        return self._confined(search, await self._find(search.resource_type, query, with_json))
 
     @staticmethod
     def _confined(search: Search, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_server.search.definitions import SearchParam, search_params
 from fhir_server.search.values import (
@@ -49,13 +49,6 @@ def stored_document(keys: Iterable[str]) -> list[dict[str, str]]:
 def document_keys(doc: dict[str, Any]) -> list[str]:
     """The keys of a stored document's `k` field."""
     return [entry["v"] for entry in doc.get("k", ())]
-
-
-def compartment_key(patient: str) -> str:
-    """The stored key of membership in a patient's compartment (`docs/storage.md`): patient
-    searches and `$everything` read it instead of an index on `pat`, one index less to
-    maintain per write. No predicate tests it (`logical_keys` drops patient-prefixed keys)."""
-    return f"{patient}{PATIENT}"
 
 
 SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
@@ -184,12 +177,16 @@ def stored_fields(
     found_keys, _ = _logical(resource_type, resource, base, stored_only=True)
     keys: list[str] = []
     prefixable: list[str] = []
+    filtered = filtered_params(resource_type)
     for param, found in found_keys:
         if param.type in _QUANTITIES:
-            twins = {t for k in found if (t := _any_system_twin(k)) is not None}
-            found = [k for k in found if k not in twins]
+            found = _merged_quantities(found)
         elif param.type == "date":
             found = _without_narrow_ends(param.code, found)
+        elif param.code in filtered:
+            target = filtered[param.code][1]
+            plain = _plain(param.code)
+            found = [k for k in found if not (k.startswith(plain) and _refers_to(k, target))]
         keys += found
         if _prefixable(param):
             prefixable += [k for k in found if k.startswith(_plain(param.code))]
@@ -255,6 +252,39 @@ def _derived_from(resource_type: str) -> dict[str, tuple[str, ...]]:
     return {source: tuple(codes) for source, codes in out.items()}
 
 
+@cache
+def filtered_params(resource_type: str) -> dict[str, tuple[str, str]]:
+    """Reference parameters whose expression is another's restricted to one target type, by
+    code -> (that other parameter, the type): Observation `patient` is `subject.where(resolve()
+    is Patient)`. Their literal reference keys to that type are not stored, the other
+    parameter's keys hold them; their other keys (to other types, `:identifier`) are."""
+    derived = derived_params(resource_type)
+    sources = _derived_from(resource_type)
+    params = [
+        p for p in indexed_params(resource_type) if p.type == "reference" and p.code not in derived
+    ]
+    out: dict[str, tuple[str, str]] = {}
+    for param in params:
+        (target, *more) = {part.target_type for part in param.parts}
+        if param.code in sources or more or target is None:
+            continue
+        unfiltered = frozenset((expression, None) for expression, _ in _parts(param))
+        for other in params:
+            if other is not param and _parts(other) == unfiltered:
+                out[param.code] = (other.code, target)
+                break
+    return out
+
+
+def _refers_to(key: str, target: str) -> bool:
+    """True when a reference key's value passes `where(resolve() is <target>)`: the value is
+    the reference less this server's base and any `/_history/` (`values.reference_keys`), so
+    it passes exactly when the reference did (`PathPart.values`), but for a reference that
+    only its `type` element says is to `target`."""
+    value = key.partition(VALUE)[2]
+    return value.startswith(f"{target}/") or f"/{target}/" in value
+
+
 def logical_keys(
     resource_type: str,
     stored: Iterable[str],
@@ -274,48 +304,56 @@ def logical_keys(
         for key in stored:
             if PATIENT in key:
                 continue
-            out.add(key)
             head, _, value = key.partition(VALUE)
             expansion = plan.get(head)
             if expansion is None:
+                out.add(key)
                 continue
-            targets, quantity = expansion
-            values = [value]
-            if quantity and (twin := _any_system_twin(key)) is not None:
-                values.append(twin.partition(VALUE)[2])
-                out.add(twin)
-            out.update(f"{target}{VALUE}{v}" for target in targets for v in values)
+            targets, quantity, filtered = expansion
+            values = _quantity_values(value) if quantity else [value]
+            out.update(f"{code}{VALUE}{v}" for code in (head, *targets) for v in values)
+            out.update(f"{code}{VALUE}{value}" for code, to in filtered if _refers_to(key, to))
         keys = frozenset(out)
     if last_updated is not None and LAST_UPDATED in _date_codes(resource_type):
         keys = keys | {_last_updated_key(last_updated)}
     return keys
 
 
+class _Expansion(NamedTuple):
+    targets: tuple[str, ...]  # the heads of the derived parameters its keys also are
+    quantity: bool  # its keys are stored quantity keys (`_merged_quantities`)
+    filtered: tuple[tuple[str, str], ...]  # (code, type) of its `filtered_params`
+
+
 @lru_cache(maxsize=4096)
-def _expansions_for(
-    resource_type: str, codes: frozenset[str]
-) -> dict[str, tuple[tuple[str, ...], bool]]:
+def _expansions_for(resource_type: str, codes: frozenset[str]) -> dict[str, _Expansion]:
     """`_expansions` limited to what the keys of `codes` need."""
-    out: dict[str, tuple[tuple[str, ...], bool]] = {}
-    for head, (targets, quantity) in _expansions(resource_type).items():
+    out: dict[str, _Expansion] = {}
+    for head, (targets, quantity, filtered) in _expansions(resource_type).items():
         wanted = tuple(t for t in targets if t.partition(":")[0] in codes)
-        twins = quantity and (head in codes or bool(wanted))
-        if wanted or twins:
-            out[head] = (wanted, twins)
+        quantity = quantity and (head in codes or bool(wanted))
+        narrowed = tuple(f for f in filtered if f[0] in codes)
+        if wanted or quantity or narrowed:
+            out[head] = _Expansion(wanted, quantity, narrowed)
     return out
 
 
 @cache
-def _expansions(resource_type: str) -> dict[str, tuple[tuple[str, ...], bool]]:
-    """Key head (`code` or `code:modifier`) -> (the heads of the derived parameters its keys
-    also are, whether its `#system|unit` keys have `#|unit` twins)."""
+def _expansions(resource_type: str) -> dict[str, _Expansion]:
+    """Key head (`code` or `code:modifier`) -> how its stored keys expand into logical ones."""
     quantities = _quantity_codes(resource_type)
     derived_from = _derived_from(resource_type)
-    out: dict[str, tuple[tuple[str, ...], bool]] = {}
-    for code in quantities | set(derived_from):
+    filtered: dict[str, list[tuple[str, str]]] = {}
+    for code, (source, target) in filtered_params(resource_type).items():
+        filtered.setdefault(source, []).append((code, target))
+    out: dict[str, _Expansion] = {}
+    for code in quantities | set(derived_from) | set(filtered):
         for modifier in ("", ":text", ":identifier"):
-            targets = tuple(t + modifier for t in derived_from.get(code, ()))
-            out[code + modifier] = (targets, code in quantities and not modifier)
+            out[code + modifier] = _Expansion(
+                tuple(t + modifier for t in derived_from.get(code, ())),
+                code in quantities and not modifier,
+                () if modifier else tuple(filtered.get(code, ())),
+            )
     return out
 
 
@@ -349,15 +387,16 @@ def stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple[
     """A logical key range `[low, high)` (`high` None: the key `low`) as ranges of stored keys
     whose documents include every match (the candidates' logical keys are then tested).
     Not for `_lastUpdated`, which is not stored as keys (`last_updated_range`)."""
-    code = low.partition(VALUE)[0].partition(":")[0]
+    head = low.partition(VALUE)[0]
+    code = head.partition(":")[0]
     sources = derived_params(resource_type).get(code)
     if sources is None:
         ranges = [(low, high)]
+        if head in (filtered := filtered_params(resource_type)):
+            sources = (filtered[head][0],)
+            ranges.append(_renamed(low, high, code, filtered[head][0]))
     else:
-        assert high is None or high.startswith(code), (low, high)
-        ranges = [
-            (s + low[len(code) :], None if high is None else s + high[len(code) :]) for s in sources
-        ]
+        ranges = [_renamed(low, high, code, source) for source in sources]
     if code in _quantity_codes(resource_type):
         ranges = [_plain_quantity_range(lo, hi) for lo, hi in ranges]
     elif code in _date_codes(resource_type):
@@ -365,20 +404,69 @@ def stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple[
     return ranges
 
 
+def _renamed(low: str, high: str | None, code: str, source: str) -> tuple[str, str | None]:
+    """A key range of `code` as the same range of `source`'s keys."""
+    assert high is None or high.startswith(code), (low, high)
+    return source + low[len(code) :], None if high is None else source + high[len(code) :]
+
+
 def _plain_quantity_range(low: str, high: str | None) -> tuple[str, str | None]:
-    """A range over `#|<unit>` keys (any system), which are not stored, as the range of the
-    plain number keys of the same numbers: every quantity also has a plain key."""
+    """A range of quantity keys as the range of stored keys holding the same numbers: stored
+    keys start with the number (`_merged_quantities`), so a unit-qualified range reads every
+    unit's (the candidates are then tested), and a single number reads it with any units."""
     head, _, value = low.partition(VALUE)
-    if not value.startswith(_ANY_SYSTEM):
-        return low, high
     plain = f"{head}{VALUE}"
+    if not value.startswith("#"):
+        return (low, low + _AFTER_NUMBER) if high is None else (low, high)
     unit, separator, number = value.partition(PART)
     if not separator:
         return plain, _after(plain)
+    if high is None:
+        return plain + number, plain + number + _AFTER_NUMBER
     prefix = f"{plain}{unit}{PART}"
-    if high is not None and high.startswith(prefix) and len(high) > len(prefix):
+    if high.startswith(prefix) and len(high) > len(prefix):
         return plain + number, plain + high[len(prefix) :]
     return plain + number, _after(plain)
+
+
+# A stored quantity key is `<number>` or `<number>␟#<system>|<unit>`, and numbers are digits and
+# `~`: every key of one number sorts in [number, number + _AFTER_NUMBER).
+_AFTER_NUMBER = chr(ord(PART) + 1)
+
+
+def _merged_quantities(found: list[str]) -> list[str]:
+    """A quantity parameter's stored keys: one per unit key `code␞#<system>|<unit>␟<number>`
+    (not the `#|<unit>` twins of `_any_system_twin`), as `code␞<number>␟#<system>|<unit>`, and
+    the plain `code␞<number>` only for a number without units. A number range then reads every
+    unit's keys of those numbers, and the logical keys all come back (`_quantity_values`)."""
+    twins = {t for k in found if (t := _any_system_twin(k)) is not None}
+    merged: list[str] = []
+    with_units: set[str] = set()
+    for key in found:
+        head, _, value = key.partition(VALUE)
+        if value.startswith("#") and key not in twins:
+            unit, _, number = value.partition(PART)
+            merged.append(f"{head}{VALUE}{number}{PART}{unit}")
+            with_units.add(f"{head}{VALUE}{number}")
+    plain = [k for k in found if k.partition(VALUE)[2][:1] != "#" and k not in with_units]
+    return plain + merged
+
+
+def _quantity_values(value: str) -> list[str]:
+    """The logical key values of one stored quantity key's value (`_merged_quantities`); keys
+    stored before that layout (`<number>`, `#<system>|<unit>␟<number>`) come back as well."""
+    if value.startswith("#"):
+        unit_key, number = value, value.partition(PART)[2]
+        out = [value]
+    else:
+        number, separator, unit = value.partition(PART)
+        if not separator:
+            return [value]
+        unit_key = f"{unit}{PART}{number}"
+        out = [number, unit_key]
+    if (twin := _any_system_value(unit_key)) is not None:
+        out.append(twin)
+    return out
 
 
 _QUANTITIES = frozenset({"quantity", "number"})
@@ -389,12 +477,16 @@ def _any_system_twin(key: str) -> str | None:
     """For a unit key `code␞#<system>|<unit>␟<number>` (a system, no other `|`), the key
     `code␞#|<unit>␟<number>` that the same value also has (`values.quantity_keys`)."""
     head, _, value = key.partition(VALUE)
+    twin = _any_system_value(value)
+    return None if twin is None else f"{head}{VALUE}{twin}"
+
+
+def _any_system_value(value: str) -> str | None:
     if not value.startswith("#") or value.startswith(_ANY_SYSTEM):
         return None
-    units = value.partition(PART)[0]
-    if units.count("|") != 1:
+    if value.partition(PART)[0].count("|") != 1:
         return None
-    return f"{head}{VALUE}#|{value.split('|', 1)[1]}"
+    return "#|" + value.split("|", 1)[1]
 
 
 @cache

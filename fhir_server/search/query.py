@@ -138,7 +138,10 @@ def _wide(code: str) -> KeyRange:
 def _missing(param: SearchParam, value: str) -> Predicate:
     if value not in {"true", "false"}:
         raise bad_request(f"{param.code}:missing must be true or false, not {value!r}")
-    ranges = [_wide(param.code)]
+    # A value can have only a modifier's keys: a Reference only an identifier, a
+    # CodeableConcept only a text.
+    extra = {"reference": ":identifier", "token": ":text"}.get(param.type)
+    ranges = [_wide(param.code)] + ([_wide(param.code + extra)] if extra else [])
     has = _keys_test(ranges)
     if value == "false":
         return Predicate(param.code, ranges, has, RANK_WIDE)
