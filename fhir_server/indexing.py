@@ -7,7 +7,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from fhir_server.compartment import compartment_patients
-from fhir_server.search.index import KEY_FIELD, stored_document, stored_fields
+from fhir_server.search.index import KEY_FIELD, KEY_INDEX, stored_document, stored_fields
 
 
 class ResourceIndexer:
@@ -24,4 +24,4 @@ class ResourceIndexer:
         return {"pat": patients, "k": stored_document(keys)}
 
     def indexes(self, resource_type: str) -> list[IndexModel]:
-        return [IndexModel([(KEY_FIELD, ASCENDING)])]
+        return [IndexModel([(KEY_FIELD, ASCENDING)], name=KEY_INDEX)]

@@ -23,12 +23,12 @@ from fhir_server.search.index import (
     KEY_FIELD,
     LAST_UPDATED,
     SortValues,
+    confined_ranges,
     document_keys,
     indexed_params,
     is_reference,
     last_updated_range,
     logical_keys,
-    patient_prefixed,
     stored_ranges,
 )
 from fhir_server.search.query import (
@@ -42,7 +42,7 @@ from fhir_server.search.query import (
     reference_targets,
     unknown,
 )
-from fhir_server.search.values import PATIENT, VALUE
+from fhir_server.search.values import VALUE
 
 _CANDIDATE_FIELDS = {"k": 1, "lu": 1, "m": 1, "pat": 1}
 SUMMARY_VALUES = frozenset({"true", "false", "text", "data", "count"})
@@ -233,7 +233,6 @@ class Executor:
     async def _drive(self, search: Search) -> list[dict[str, Any]]:
         """Candidates from the most selective index range (patient-prefixed when confined)."""
         drivable = [p for p in search.predicates if p.drivable()]
-        prefix = f"{search.patient}{PATIENT}" if search.patient else ""
         with_json = any(p.resource_test for p in search.predicates)
         if not drivable:
             if search.patient:
@@ -279,11 +278,11 @@ class Executor:
             docs_by_id = await self._find(rtype, {"_id": {"$in": driver.ids}}, with_json)
             return self._confined(search, docs_by_id)
         assert driver.ranges is not None
-        prefixed = bool(prefix) and _prefixed(rtype, driver)
+        prefixed = bool(search.patient) and _prefixed(rtype, driver)
         docs: dict[str, dict[str, Any]] = {}
         for logical_low, logical_high in driver.ranges:
             queries = _queries(
-                rtype, driver.name, logical_low, logical_high, prefix if prefixed else ""
+                rtype, driver.name, logical_low, logical_high, search.patient if prefixed else None
             )
             for query in queries:
                 for doc in await self._find(rtype, query, with_json):
@@ -505,25 +504,29 @@ class Executor:
 
 
 def _queries(
-    resource_type: str, code: str, low: str, high: str | None, prefix: str
+    resource_type: str, code: str, low: str, high: str | None, patient: str | None
 ) -> list[dict[str, Any]]:
-    """The database queries reading a logical key range (index.stored_ranges)."""
+    """The database queries reading a logical key range (index.stored_ranges), confined to
+    `patient`'s copies of the keys when one is given (index.confined_ranges)."""
     if code == LAST_UPDATED:  # not stored as keys: the `lu` field and its index
         condition = last_updated_range(low, high)
         return [{"lu": condition} if condition else {}]
-    queries: list[dict[str, Any]] = []
-    for stored_low, stored_high in stored_ranges(resource_type, low, high):
-        if stored_high is None:
-            queries.append({KEY_FIELD: prefix + stored_low})
-        else:
-            queries.append({KEY_FIELD: {"$gte": prefix + stored_low, "$lt": prefix + stored_high}})
-    return queries
+    ranges = (
+        stored_ranges(resource_type, low, high)
+        if patient is None
+        else confined_ranges(resource_type, low, high, patient)
+    )
+    assert ranges is not None, (low, high)
+    return [
+        {KEY_FIELD: lo} if hi is None else {KEY_FIELD: {"$gte": lo, "$lt": hi}} for lo, hi in ranges
+    ]
 
 
 def _prefixed(resource_type: str, predicate: Predicate) -> bool:
-    """True when every key range of the predicate has patient-prefixed copies."""
+    """True when every key range of the predicate has copies for each patient."""
     return bool(predicate.ranges) and all(
-        patient_prefixed(resource_type, low) for low, _ in predicate.ranges or ()
+        confined_ranges(resource_type, low, high, "") is not None
+        for low, high in predicate.ranges or ()
     )
 
 

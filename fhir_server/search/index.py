@@ -39,6 +39,9 @@ from fhir_server.search.values import (
 # more for it), where a path through subdocuments gets only the per-key entries: ~8% of its CPU
 # per written resource (docs/storage.md, "Stored search keys").
 KEY_FIELD = "k.v"
+# The index on KEY_FIELD is named after the layout of the keys, so that a database written in an
+# earlier layout is found and re-indexed at start-up (`Repository.upgrade_layout`).
+KEY_INDEX = "search_keys_2"
 
 
 def stored_document(keys: Iterable[str]) -> list[dict[str, str]]:
@@ -177,6 +180,7 @@ def stored_fields(
     found_keys, _ = _logical(resource_type, resource, base, stored_only=True)
     keys: list[str] = []
     prefixable: list[str] = []
+    infixed: list[str] = []
     filtered = filtered_params(resource_type)
     for param, found in found_keys:
         if param.type in _QUANTITIES:
@@ -187,14 +191,96 @@ def stored_fields(
             target = filtered[param.code][1]
             plain = _plain(param.code)
             found = [k for k in found if not (k.startswith(plain) and _refers_to(k, target))]
-        keys += found
-        if _prefixable(param):
-            prefixable += [k for k in found if k.startswith(_plain(param.code))]
+        if not _prefixable(param):
+            keys += found
+            continue
+        plain = _plain(param.code)
+        if patients and param.type == "token":
+            infixed += [k for k in found if k.startswith(plain)]
+            keys += [k for k in found if not k.startswith(plain)]
+        else:
+            keys += found
+            prefixable += [k for k in found if k.startswith(plain)]
     unique = list(dict.fromkeys(keys))
     if patients:
         prefixable = list(dict.fromkeys(prefixable))
         unique += [f"{p}{PATIENT}{k}" for p in patients for k in prefixable]
+        unique += [_with_patient(k, p) for p in patients for k in dict.fromkeys(infixed)]
     return {"k": unique}
+
+
+# -- patient copies ---------------------------------------------------------------------------
+# A key of a resource in a patient's compartment has a copy for each of its patients, so that a
+# search confined to one patient reads one index range (`confined_ranges`): `<patient>␝<key>`
+# beside the key itself, or for a token (whose searches are exact or a prefix up to the system),
+# the key alone as `code␞<code>␝<patient>␟<system>`. That one key also serves the searches of
+# every patient (`stored_ranges` reads all of a code's keys, any patient and system), one index
+# entry less per token than a copy beside it.
+
+
+def _with_patient(key: str, patient: str) -> str:
+    """`code␞<code>␟<system>` as `code␞<code>␝<patient>␟<system>`."""
+    before, _, system = key.partition(PART)
+    return f"{before}{PATIENT}{patient}{PART}{system}"
+
+
+def _without_patient(key: str) -> str:
+    """The logical key of a stored key holding a patient after its value's first part."""
+    before, _, rest = key.partition(PATIENT)
+    return before + PART + rest.partition(PART)[2]
+
+
+@cache
+def _patient_tokens(resource_type: str) -> frozenset[str]:
+    """Codes of the stored token parameters whose keys hold their patients (`_with_patient`)."""
+    derived = derived_params(resource_type)
+    return frozenset(
+        p.code
+        for p in indexed_params(resource_type)
+        if p.type == "token" and _prefixable(p) and p.code not in derived
+    )
+
+
+def _any_patient(resource_type: str, low: str, high: str | None) -> tuple[str, str | None]:
+    """A stored range as the range that also holds the keys with patients of the same values:
+    for a token's range from `code␞<code>␟...`, every key of that code from `code␞<code>␝`."""
+    head, _, value = low.partition(VALUE)
+    token, separator, _ = value.partition(PART)
+    if not separator or head not in _patient_tokens(resource_type):
+        return low, high  # a range over whole values holds those keys too
+    start = f"{head}{VALUE}{token}"
+    end = start + _AFTER_PART
+    return start + PATIENT, end if high is None or high < end else high
+
+
+def confined_ranges(
+    resource_type: str, low: str, high: str | None, patient: str
+) -> list[tuple[str, str | None]] | None:
+    """The stored ranges holding a logical key range's matches among the resources in
+    `patient`'s compartment: their patient copies (None when the keys have none)."""
+    out: list[tuple[str, str | None]] = []
+    for lo, hi in _stored_ranges(resource_type, low, high):
+        head, _, value = lo.partition(VALUE)
+        if head in _patient_tokens(resource_type):
+            token, separator, rest = value.partition(PART)
+            plain = f"{head}{VALUE}{token}{PART}"
+            start = f"{head}{VALUE}{token}{PATIENT}{patient}{PART}"
+            if not separator:
+                return None  # a range over whole values: every patient's keys
+            if hi is None:
+                out.append((start + rest, None))
+            elif hi == _after(lo):
+                out.append((start + rest, _after(start + rest)))
+            elif hi.startswith(plain):
+                out.append((start + rest, start + hi[len(plain) :]))
+            else:
+                return None
+        elif _patient_prefixed(resource_type, lo):
+            prefix = f"{patient}{PATIENT}"
+            out.append((prefix + lo, None if hi is None else prefix + hi))
+        else:
+            return None
+    return out
 
 
 @cache
@@ -298,12 +384,13 @@ def logical_keys(
     (None: every parameter's)."""
     plan = _expansions(resource_type) if codes is None else _expansions_for(resource_type, codes)
     if not plan:
-        keys = frozenset(k for k in stored if PATIENT not in k)
+        keys = frozenset(_logical_key(k) for k in stored if not _patient_copy(k))
     else:
         out: set[str] = set()
         for key in stored:
-            if PATIENT in key:
+            if _patient_copy(key):
                 continue
+            key = _logical_key(key)
             head, _, value = key.partition(VALUE)
             expansion = plan.get(head)
             if expansion is None:
@@ -323,6 +410,16 @@ class _Expansion(NamedTuple):
     targets: tuple[str, ...]  # the heads of the derived parameters its keys also are
     quantity: bool  # its keys are stored quantity keys (`_merged_quantities`)
     filtered: tuple[tuple[str, str], ...]  # (code, type) of its `filtered_params`
+
+
+def _patient_copy(key: str) -> bool:
+    """True for `<patient>␝<key>`, whose key is stored as well."""
+    position = key.find(PATIENT)
+    return position != -1 and position < key.find(VALUE)
+
+
+def _logical_key(key: str) -> str:
+    return _without_patient(key) if PATIENT in key else key
 
 
 @lru_cache(maxsize=4096)
@@ -387,6 +484,13 @@ def stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple[
     """A logical key range `[low, high)` (`high` None: the key `low`) as ranges of stored keys
     whose documents include every match (the candidates' logical keys are then tested).
     Not for `_lastUpdated`, which is not stored as keys (`last_updated_range`)."""
+    return [
+        _any_patient(resource_type, lo, hi) for lo, hi in _stored_ranges(resource_type, low, high)
+    ]
+
+
+def _stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple[str, str | None]]:
+    """`stored_ranges` for the keys without patients."""
     head = low.partition(VALUE)[0]
     code = head.partition(":")[0]
     sources = derived_params(resource_type).get(code)
@@ -417,12 +521,12 @@ def _plain_quantity_range(low: str, high: str | None) -> tuple[str, str | None]:
     head, _, value = low.partition(VALUE)
     plain = f"{head}{VALUE}"
     if not value.startswith("#"):
-        return (low, low + _AFTER_NUMBER) if high is None else (low, high)
+        return (low, low + _AFTER_PART) if high is None else (low, high)
     unit, separator, number = value.partition(PART)
     if not separator:
         return plain, _after(plain)
     if high is None:
-        return plain + number, plain + number + _AFTER_NUMBER
+        return plain + number, plain + number + _AFTER_PART
     prefix = f"{plain}{unit}{PART}"
     if high.startswith(prefix) and len(high) > len(prefix):
         return plain + number, plain + high[len(prefix) :]
@@ -430,8 +534,8 @@ def _plain_quantity_range(low: str, high: str | None) -> tuple[str, str | None]:
 
 
 # A stored quantity key is `<number>` or `<number>␟#<system>|<unit>`, and numbers are digits and
-# `~`: every key of one number sorts in [number, number + _AFTER_NUMBER).
-_AFTER_NUMBER = chr(ord(PART) + 1)
+# `~`: every key of one number sorts in [number, number + _AFTER_PART).
+_AFTER_PART = chr(ord(PART) + 1)
 
 
 def _merged_quantities(found: list[str]) -> list[str]:
@@ -612,7 +716,7 @@ def _prefixable(param: SearchParam) -> bool:
     return param.type != "reference" and param.code not in _UNSELECTIVE | {LAST_UPDATED}
 
 
-def patient_prefixed(resource_type: str, key: str) -> bool:
+def _patient_prefixed(resource_type: str, key: str) -> bool:
     """True when a logical key (or range bound) has patient-prefixed copies (`stored_fields`)."""
     head = key.partition(VALUE)[0]
     if ":" in head:

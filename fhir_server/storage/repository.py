@@ -13,6 +13,7 @@ N writers update version n at once exactly one wins; nothing is left half-writte
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 from collections.abc import Callable
@@ -185,17 +186,24 @@ class Repository:
 
     async def upgrade_layout(self) -> int:
         """Bring type collections written by earlier versions to the current layout: search keys
-        as `{v: key}` subdocuments indexed on `k.v`, no `pat` index (docs/storage.md). A
-        collection still holding an index on `k` or `pat` gets every current version's index
-        fields computed again from its JSON, then loses those indexes. Idempotent and safe to
-        run by several workers at once; returns how many documents it re-indexed."""
+        as `{v: key}` subdocuments indexed on `k.v` by an index named after their layout
+        (`search.index.KEY_INDEX`), no `pat` index (docs/storage.md). A collection holding an
+        index on `k`, `k.v` or `pat` that is not one of the indexer's gets every current
+        version's index fields computed again from its JSON, then loses those indexes.
+        Idempotent and safe to run by several workers at once; returns how many documents it
+        re-indexed."""
         count = 0
         for name in sorted(await self.db.list_collection_names()):
             if not name[:1].isupper():  # type collections only (docs/storage.md)
                 continue
             coll = self.db[name]
             indexes = await coll.index_information()
-            old = [n for n, spec in indexes.items() if spec["key"][0][0] in ("k", "pat")]
+            current = {model.document["name"] for model in self.indexer.indexes(name)}
+            old = [
+                n
+                for n, spec in indexes.items()
+                if spec["key"][0][0] in ("k", "k.v", "pat") and n not in current
+            ]
             if not old:
                 continue
             log.warning("re-indexing %s for the current storage layout", name)
@@ -204,7 +212,8 @@ class Repository:
                 await coll.update_one({"_id": doc["_id"]}, {"$set": fields})
                 count += 1
             for index in old:
-                await coll.drop_index(index)
+                with contextlib.suppress(OperationFailure):  # another worker dropped it
+                    await coll.drop_index(index)
             self._ensured.discard(name)
             await self.collection(name)
         return count

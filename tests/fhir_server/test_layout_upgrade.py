@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING, AsyncMongoClient
 
 from fhir_server.indexing import ResourceIndexer
+from fhir_server.search.index import KEY_INDEX
 from fhir_server.storage.repository import Repository
 from tests.support import EmbeddedDatabase
 
@@ -59,3 +60,43 @@ def test_an_old_layout_collection_is_reindexed_once(database: EmbeddedDatabase) 
     assert doc["k"] == seen["fields"]["k"] and doc["pat"] == ["p1"]
     keys = {spec["key"][0][0] for spec in seen["indexes"].values()}
     assert "k.v" in keys and "k" not in keys and "pat" not in keys
+
+
+def test_keys_of_an_earlier_key_layout_are_rewritten(database: EmbeddedDatabase) -> None:
+    """Subdocument keys written before the current key layout (an index on `k.v` by another
+    name: here tokens with a patient-prefixed copy beside them) are computed again."""
+
+    async def scenario() -> tuple[int, int, dict, dict, dict]:
+        client: AsyncMongoClient = AsyncMongoClient(database.uri)
+        db = client[f"layout_{uuid.uuid4().hex[:8]}"]
+        coll = db["Observation"]
+        at = datetime(2026, 11, 1, tzinfo=UTC)
+        earlier = ["code\x1e8867-4\x1fhttp://loinc.org", "p1\x1dcode\x1e8867-4\x1fhttp://loinc.org"]
+        await coll.insert_one(
+            {
+                "_id": "o1",
+                "v": 1,
+                "lu": at,
+                "m": "POST",
+                "pat": ["p1"],
+                "json": json.dumps(OBSERVATION).encode(),
+                "k": [{"v": key} for key in earlier],
+            }
+        )
+        await coll.create_index([("k.v", ASCENDING)])
+        indexer = ResourceIndexer(BASE)
+        repository = Repository(client, db.name, indexer)
+        first, again = await repository.upgrade_layout(), await repository.upgrade_layout()
+        doc = await coll.find_one({"_id": "o1"})
+        indexes = await coll.index_information()
+        await client.drop_database(db.name)
+        await client.close()
+        assert doc is not None
+        return first, again, doc, indexes, indexer.fields("Observation", OBSERVATION)
+
+    first, again, doc, indexes, fields = asyncio.run(scenario())
+    assert (first, again) == (1, 0)
+    assert doc["k"] == fields["k"]
+    assert {"v": "code\x1e8867-4\x1dp1\x1fhttp://loinc.org"} in doc["k"]
+    names = {name for name, spec in indexes.items() if spec["key"][0][0] == "k.v"}
+    assert names == {KEY_INDEX}

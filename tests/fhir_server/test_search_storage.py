@@ -25,7 +25,7 @@ from fhir_server.search.index import (
     stored_fields,
 )
 from fhir_server.search.query import params_by_code
-from fhir_server.search.values import PATIENT, VALUE
+from fhir_server.search.values import PART, PATIENT, VALUE
 from fhir_server.storage.versions import stamp
 from tests.fhir_server.helpers import create, put
 
@@ -48,7 +48,9 @@ def _is_date_end(resource_type: str, key: str) -> bool:
 
 
 def _code(key: str) -> str:
-    return key.rpartition(PATIENT)[2].partition(VALUE)[0]
+    """The parameter code of a stored key (`<patient>␝` copies included)."""
+    head = key.partition(VALUE)[0]
+    return head.rpartition(PATIENT)[2]
 
 
 def test_stored_keys_give_back_every_logical_key():
@@ -59,9 +61,11 @@ def test_stored_keys_give_back_every_logical_key():
         resource = stamp(resource, resource["id"], 1, at)
         logical = index_fields(rtype, resource, ["p1"], BASE)
         stored = stored_fields(rtype, resource, ["p1"], BASE)
-        # stored keys are logical keys, but for quantity keys merged into one per unit
-        merged = {k for k in stored["k"] if k not in logical["k"]}
-        assert all(params_by_code(rtype)[_code(k)].type == "quantity" for k in merged), rtype
+        # stored keys are logical keys, but for quantity keys merged into one per unit and
+        # tokens holding their patient (`code␞<code>␝p1␟<system>`)
+        for key in (k for k in stored["k"] if k not in logical["k"]):
+            kind = params_by_code(rtype)[_code(key)].type
+            assert kind == "quantity" or (kind == "token" and f"{PATIENT}p1{PART}" in key), key
         # every logical key but the `>high` keys of narrow dates, which no predicate tests
         wanted = frozenset(
             k
@@ -211,6 +215,14 @@ def _found(client: httpx.Client, query: str) -> set[str]:
         ("value-quantity=ge3||mg&code={extra_code}", {"nosys", "units"}),
         ("value-quantity=gt3||milligram&code={extra_code}", set()),
         ("value-quantity=ge3&code={extra_code}", {"nosys", "units"}),
+        # token keys hold their patients: confined searches read that patient's, others all
+        ("patient={pid}&code=http://loinc.org|{code}", {"kg"}),
+        ("patient={other}&code=http://loinc.org|{code}", {"other"}),
+        ("code=http://loinc.org|{code}", {"kg", "other"}),
+        ("code=http://other.org|{code}", set()),
+        ("code={code}&_lastUpdated=ge{since}", {"kg", "other"}),
+        ("code=http://loinc.org|{extra_code}", {"group", "ident", "nosys", "units"}),
+        ("code=http://loinc.org|&patient={other}&value-quantity=5", {"nosys"}),
         # `patient` read through `subject` keys
         ("subject=Group/{group}", {"group"}),
         ("patient={other}&code={extra_code}", {"nosys", "units"}),
