@@ -1,15 +1,17 @@
-"""A database written in the earlier storage layout (flat `k` strings, a `pat` index) is brought to
-the current one at start-up (`Repository.upgrade_layout`, docs/storage.md), so its resources stay
-searchable."""
+"""A database written in an earlier storage layout (flat `k` strings, a `pat` index, or keys of an
+earlier key layout) is brought to the current one at start-up (`Repository.upgrade_layout`,
+docs/storage.md), so its resources stay searchable."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
 from fhir_server.indexing import ResourceIndexer
 from fhir_server.search.index import KEY_INDEX
@@ -27,76 +29,60 @@ OBSERVATION = {
 }
 
 
-def test_an_old_layout_collection_is_reindexed_once(database: EmbeddedDatabase) -> None:
+AT = datetime(2026, 11, 1, tzinfo=UTC)
+LIVE = {"_id": "o1", "v": 1, "lu": AT, "m": "POST", "pat": ["p1"]}
+
+
+def _upgrade(
+    database: EmbeddedDatabase, prepare: Callable[[AsyncCollection], Awaitable[None]]
+) -> tuple[int, int, dict, dict]:
+    """(documents re-indexed by a first and a second upgrade, document o1 afterwards, the
+    collection's indexes) of an Observation collection that `prepare` filled."""
+
     async def scenario() -> tuple[int, int, dict, dict]:
         client: AsyncMongoClient = AsyncMongoClient(database.uri)
         db = client[f"layout_{uuid.uuid4().hex[:8]}"]
-        coll = db["Observation"]
-        at = datetime(2026, 11, 1, tzinfo=UTC)
-        common = {"v": 1, "lu": at, "m": "POST", "pat": ["p1"]}
-        await coll.insert_one(
-            {"_id": "o1", **common, "json": json.dumps(OBSERVATION).encode(), "k": ["flat"]}
-        )
-        await coll.insert_one({"_id": "gone", "v": 2, "lu": at, "m": "DELETE"})
-        await coll.create_index([("k", ASCENDING)])
-        await coll.create_index([("pat", ASCENDING), ("_id", ASCENDING)])
-        indexer = ResourceIndexer(BASE)
-        repository = Repository(client, db.name, indexer)
+        await prepare(db["Observation"])
+        repository = Repository(client, db.name, ResourceIndexer(BASE))
         first, again = await repository.upgrade_layout(), await repository.upgrade_layout()
-        doc = await coll.find_one({"_id": "o1"})
-        indexes = await coll.index_information()
+        doc = await db["Observation"].find_one({"_id": "o1"})
+        indexes = await db["Observation"].index_information()
         await client.drop_database(db.name)
         await client.close()
         assert doc is not None
-        return (
-            first,
-            again,
-            doc,
-            {"indexes": indexes, "fields": indexer.fields("Observation", OBSERVATION)},
-        )
+        return first, again, doc, indexes
 
-    first, again, doc, seen = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_an_old_layout_collection_is_reindexed_once(database: EmbeddedDatabase) -> None:
+    async def prepare(coll: AsyncCollection) -> None:
+        await coll.insert_one({**LIVE, "json": json.dumps(OBSERVATION).encode(), "k": ["flat"]})
+        await coll.insert_one({"_id": "gone", "v": 2, "lu": AT, "m": "DELETE"})
+        await coll.create_index([("k", ASCENDING)])
+        await coll.create_index([("pat", ASCENDING), ("_id", ASCENDING)])
+
+    first, again, doc, indexes = _upgrade(database, prepare)
     assert (first, again) == (1, 0), "one live document re-indexed, and only once"
-    assert doc["k"] == seen["fields"]["k"] and doc["pat"] == ["p1"]
-    keys = {spec["key"][0][0] for spec in seen["indexes"].values()}
+    assert doc["k"] == ResourceIndexer(BASE).fields("Observation", OBSERVATION)["k"]
+    assert doc["pat"] == ["p1"]
+    keys = {spec["key"][0][0] for spec in indexes.values()}
     assert "k.v" in keys and "k" not in keys and "pat" not in keys
 
 
 def test_keys_of_an_earlier_key_layout_are_rewritten(database: EmbeddedDatabase) -> None:
     """Subdocument keys written before the current key layout (an index on `k.v` by another
     name: here tokens with a patient-prefixed copy beside them) are computed again."""
+    earlier = ["code\x1e8867-4\x1fhttp://loinc.org", "p1\x1dcode\x1e8867-4\x1fhttp://loinc.org"]
 
-    async def scenario() -> tuple[int, int, dict, dict, dict]:
-        client: AsyncMongoClient = AsyncMongoClient(database.uri)
-        db = client[f"layout_{uuid.uuid4().hex[:8]}"]
-        coll = db["Observation"]
-        at = datetime(2026, 11, 1, tzinfo=UTC)
-        earlier = ["code\x1e8867-4\x1fhttp://loinc.org", "p1\x1dcode\x1e8867-4\x1fhttp://loinc.org"]
-        await coll.insert_one(
-            {
-                "_id": "o1",
-                "v": 1,
-                "lu": at,
-                "m": "POST",
-                "pat": ["p1"],
-                "json": json.dumps(OBSERVATION).encode(),
-                "k": [{"v": key} for key in earlier],
-            }
-        )
+    async def prepare(coll: AsyncCollection) -> None:
+        document = {**LIVE, "json": json.dumps(OBSERVATION).encode()}
+        await coll.insert_one({**document, "k": [{"v": key} for key in earlier]})
         await coll.create_index([("k.v", ASCENDING)])
-        indexer = ResourceIndexer(BASE)
-        repository = Repository(client, db.name, indexer)
-        first, again = await repository.upgrade_layout(), await repository.upgrade_layout()
-        doc = await coll.find_one({"_id": "o1"})
-        indexes = await coll.index_information()
-        await client.drop_database(db.name)
-        await client.close()
-        assert doc is not None
-        return first, again, doc, indexes, indexer.fields("Observation", OBSERVATION)
 
-    first, again, doc, indexes, fields = asyncio.run(scenario())
+    first, again, doc, indexes = _upgrade(database, prepare)
     assert (first, again) == (1, 0)
-    assert doc["k"] == fields["k"]
+    assert doc["k"] == ResourceIndexer(BASE).fields("Observation", OBSERVATION)["k"]
     assert {"v": "code\x1e8867-4\x1dp1\x1fhttp://loinc.org"} in doc["k"]
     names = {name for name, spec in indexes.items() if spec["key"][0][0] == "k.v"}
     assert names == {KEY_INDEX}
