@@ -149,33 +149,30 @@ def _patch_operations(item: Item) -> Any:
         raise item.error(bad_request("the Binary data is not base64 JSON")) from None
 
 
-def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
-    """Replace every string equal to a mapped fullUrl (references, uris, narrative links)."""
+def _rewrite(value: Any, mapping: dict[str, str], conditional: set[str] | None = None) -> Any:
+    """Replace every string equal to a mapped fullUrl (references, uris, narrative links); the
+    conditional references met on the way (`Patient?identifier=...`) go into `conditional`."""
     if isinstance(value, str):
         return mapping.get(value, value)
     if isinstance(value, list):
-        return [_rewrite(v, mapping) for v in value]
+        return [_rewrite(v, mapping, conditional) for v in value]
     if isinstance(value, dict):
-        out = {k: _rewrite(v, mapping) for k, v in value.items()}
+        out = {k: _rewrite(v, mapping, conditional) for k, v in value.items()}
         div = out.get("div")
         if isinstance(div, str) and "urn:" in div:
             for old, new in mapping.items():
                 div = div.replace(f'"{old}"', f'"{new}"')
             out["div"] = div
+        reference = out.get("reference")
+        if (
+            conditional is not None
+            and isinstance(reference, str)
+            and "?" in reference
+            and "/" not in reference.partition("?")[0]
+        ):
+            conditional.add(reference)
         return out
     return value
-
-
-def _conditional_references(value: Any, found: set[str]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k == "reference" and isinstance(v, str) and "?" in v and "/" not in v.split("?")[0]:
-                found.add(v)
-            else:
-                _conditional_references(v, found)
-    elif isinstance(value, list):
-        for v in value:
-            _conditional_references(v, found)
 
 
 class TransactionPlanner:
@@ -186,6 +183,7 @@ class TransactionPlanner:
         self.items = items
         self.access = acc
         self.mapping: dict[str, str] = {}
+        self.conditional: dict[str, Item] = {}  # conditional reference -> first item with it
 
     async def plan(self) -> list[Write]:
         ordered = sorted(self.items, key=lambda i: (_ORDER[i.method], i.index))
@@ -217,7 +215,10 @@ class TransactionPlanner:
     def _rewrite_all(self, items: list[Item]) -> None:
         for item in items:
             if item.resource is not None and item.method in {"POST", "PUT"}:
-                item.resource = _rewrite(item.resource, self.mapping)
+                found: set[str] = set()
+                item.resource = _rewrite(item.resource, self.mapping, found)
+                for reference in found:
+                    self.conditional.setdefault(reference, item)
 
     def _writes(self, todo: list[tuple[Item, Version | FhirError | None]]) -> list[Write]:
         writes: list[Write] = []
@@ -260,14 +261,9 @@ class TransactionPlanner:
             self.mapping[item.full_url] = f"{item.resource_type}/{item.resource_id}"
 
     async def _resolve_conditional_references(self, items: list[Item]) -> None:
-        """`Patient?identifier=x|y` references must match exactly one resource, in the database
-        or among this bundle's own resources."""
-        wanted: dict[str, Item] = {}
-        for item in items:
-            found: set[str] = set()
-            _conditional_references(item.resource, found)
-            for reference in found:
-                wanted.setdefault(reference, item)
+        """`Patient?identifier=x|y` references (found by `_rewrite_all`) must match exactly one
+        resource, in the database or among this bundle's own resources."""
+        wanted = self.conditional
         if not wanted:
             return
         base = self.svc.base
