@@ -2,7 +2,8 @@
 event loop so that other requests' database round trips are not held up behind them.
 
 One worker thread: the server runs on one CPU, so more threads would only take turns at the GIL,
-and each more thread would delay the event loop's turn (every switch interval, 5 ms) further."""
+and each more thread would delay the event loop's turn (every switch interval, which app.py sets
+to 1 ms) further."""
 
 from __future__ import annotations
 
