@@ -32,6 +32,8 @@ from fhir_server.storage.versions import Version, now, stamp
 
 log = logging.getLogger("phr")
 HISTORY = "history"
+# IndexOptionsConflict, IndexKeySpecsConflict: an index with these keys exists by another name.
+_INDEX_CONFLICTS = frozenset({85, 86})
 _VERSION_FIELDS = {"_id": 1, "v": 1, "lu": 1, "m": 1, "c": 1, "json": 1, "pat": 1}
 _MAX_ATTEMPTS = 5
 # History order: newest first, then by type, id and version so that ties have one fixed order;
@@ -194,40 +196,53 @@ class Repository:
         re-indexed."""
         count = 0
         for name in sorted(await self.db.list_collection_names()):
-            if not name[:1].isupper():  # type collections only (docs/storage.md)
-                continue
-            coll = self.db[name]
-            indexes = await coll.index_information()
-            current = {model.document["name"] for model in self.indexer.indexes(name)}
-            old = [
-                n
-                for n, spec in indexes.items()
-                if spec["key"][0][0] in ("k", "k.v", "pat") and n not in current
-            ]
-            if not old:
-                continue
-            log.warning("re-indexing %s for the current storage layout", name)
-            async for doc in coll.find({"json": {"$exists": True}}, {"json": 1}):
-                fields = self.indexer.fields(name, loads(doc["json"]))
-                await coll.update_one({"_id": doc["_id"]}, {"$set": fields})
-                count += 1
-            for index in old:
-                with contextlib.suppress(OperationFailure):  # another worker dropped it
-                    await coll.drop_index(index)
-            self._ensured.discard(name)
-            await self.collection(name)
+            if name[:1].isupper():  # type collections only (docs/storage.md)
+                count += await self._upgrade(name) or 0
+        return count
+
+    async def _upgrade(self, name: str) -> int | None:
+        """`upgrade_layout` for one type collection: how many documents it re-indexed, None if
+        the collection was in the current layout already."""
+        coll = self.db[name]
+        indexes = await coll.index_information()
+        current = {model.document["name"] for model in self.indexer.indexes(name)}
+        old = [
+            n
+            for n, spec in indexes.items()
+            if spec["key"][0][0] in ("k", "k.v", "pat") and n not in current
+        ]
+        if not old:
+            return None
+        log.warning("re-indexing %s for the current storage layout", name)
+        count = 0
+        async for doc in coll.find({"json": {"$exists": True}}, {"json": 1}):
+            fields = self.indexer.fields(name, loads(doc["json"]))
+            await coll.update_one({"_id": doc["_id"]}, {"$set": fields})
+            count += 1
+        for index in old:
+            with contextlib.suppress(OperationFailure):  # another worker dropped it
+                await coll.drop_index(index)
+        self._ensured.discard(name)
+        await self.collection(name)
         return count
 
     async def collection(self, resource_type: str) -> AsyncCollection[dict[str, Any]]:
         """The type's collection, its indexes created once per process before first use."""
         coll = self.db[resource_type]
         if resource_type not in self._ensured:
-            await coll.create_indexes(
-                [
-                    IndexModel([("lu", DESCENDING), ("_id", DESCENDING)]),
-                    *self.indexer.indexes(resource_type),
-                ]
-            )
+            try:
+                await coll.create_indexes(
+                    [
+                        IndexModel([("lu", DESCENDING), ("_id", DESCENDING)]),
+                        *self.indexer.indexes(resource_type),
+                    ]
+                )
+            except OperationFailure as exc:
+                # An index of an earlier layout under another name: start-up could not upgrade
+                # the database (it was unreachable), so this collection is upgraded now.
+                if exc.code not in _INDEX_CONFLICTS or await self._upgrade(resource_type) is None:
+                    raise
+                return coll
             self._ensured.add(resource_type)
         return coll
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import pytest
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -34,16 +35,22 @@ LIVE = {"_id": "o1", "v": 1, "lu": AT, "m": "POST", "pat": ["p1"]}
 
 
 def _upgrade(
-    database: EmbeddedDatabase, prepare: Callable[[AsyncCollection], Awaitable[None]]
+    database: EmbeddedDatabase,
+    prepare: Callable[[AsyncCollection], Awaitable[None]],
+    at_start: bool = True,
 ) -> tuple[int, int, dict, dict]:
     """(documents re-indexed by a first and a second upgrade, document o1 afterwards, the
-    collection's indexes) of an Observation collection that `prepare` filled."""
+    collection's indexes) of an Observation collection that `prepare` filled; without
+    `at_start`, the collection is first used with no upgrade at start-up, as when the database
+    was unreachable then."""
 
     async def scenario() -> tuple[int, int, dict, dict]:
         client: AsyncMongoClient = AsyncMongoClient(database.uri)
         db = client[f"layout_{uuid.uuid4().hex[:8]}"]
         await prepare(db["Observation"])
         repository = Repository(client, db.name, ResourceIndexer(BASE))
+        if not at_start:
+            await repository.collection("Observation")
         first, again = await repository.upgrade_layout(), await repository.upgrade_layout()
         doc = await db["Observation"].find_one({"_id": "o1"})
         indexes = await db["Observation"].index_information()
@@ -70,7 +77,10 @@ def test_an_old_layout_collection_is_reindexed_once(database: EmbeddedDatabase) 
     assert "k.v" in keys and "k" not in keys and "pat" not in keys
 
 
-def test_keys_of_an_earlier_key_layout_are_rewritten(database: EmbeddedDatabase) -> None:
+@pytest.mark.parametrize("at_start", [True, False], ids=["at start-up", "on first use"])
+def test_keys_of_an_earlier_key_layout_are_rewritten(
+    database: EmbeddedDatabase, at_start: bool
+) -> None:
     """Subdocument keys written before the current key layout (an index on `k.v` by another
     name: here tokens with a patient-prefixed copy beside them) are computed again."""
     earlier = ["code\x1e8867-4\x1fhttp://loinc.org", "p1\x1dcode\x1e8867-4\x1fhttp://loinc.org"]
@@ -80,8 +90,8 @@ def test_keys_of_an_earlier_key_layout_are_rewritten(database: EmbeddedDatabase)
         await coll.insert_one({**document, "k": [{"v": key} for key in earlier]})
         await coll.create_index([("k.v", ASCENDING)])
 
-    first, again, doc, indexes = _upgrade(database, prepare)
-    assert (first, again) == (1, 0)
+    first, again, doc, indexes = _upgrade(database, prepare, at_start)
+    assert (first, again) == ((1, 0) if at_start else (0, 0))
     assert doc["k"] == ResourceIndexer(BASE).fields("Observation", OBSERVATION)["k"]
     assert {"v": "code\x1e8867-4\x1dp1\x1fhttp://loinc.org"} in doc["k"]
     names = {name for name, spec in indexes.items() if spec["key"][0][0] == "k.v"}
