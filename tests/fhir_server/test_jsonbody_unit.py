@@ -93,6 +93,7 @@ REFUSED = [
     ("bare word", b"{a:1}", "Invalid JSON"),
     ("duplicate key", b'{"a":1,"a":1}', "Duplicate JSON property 'a'"),
     ("nested duplicate key", b'{"x":[{"b":1,"c":2,"b":3}]}', "Duplicate JSON property 'b'"),
+    ("duplicate among colons", b'{"u:v":"http://a","x":["b:c"],"u:v":1}', "property 'u:v'"),
     ("NaN", b'{"a":NaN}', "NaN"),
     ("Infinity", b'{"a":Infinity}', "Infinity"),
     ("-Infinity", b"[-Infinity]", "Infinity"),
@@ -130,12 +131,22 @@ def test_bad_json_is_refused_with_a_400_naming_it(body, fragment):
         nested(DEPTH),
         b'{"a":' * (DEPTH - 1) + b"{}" + b"}" * (DEPTH - 1),
         b'[{"a":[{"b":1}]}]',
+        b'{"u:v":"http://a:b","x":[":",{"y:":"::"}]}',
         rb'{"a":"\\ud800"}',  # an escaped backslash, not a surrogate
         b"[]",
         b'"text"',
         b"null",
     ],
-    ids=["depth limit", "object depth limit", "mixed", "escaped backslash", "array", "str", "null"],
+    ids=[
+        "depth limit",
+        "object depth limit",
+        "mixed",
+        "colons",
+        "escaped backslash",
+        "array",
+        "str",
+        "null",
+    ],
 )
 def test_good_json_is_accepted(body):
     assert dumps(parse_json(body, DEPTH)) == orjson.dumps(orjson.loads(body))
