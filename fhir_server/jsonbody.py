@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -80,26 +81,23 @@ def _walk(value: Any, limit: int) -> tuple[int, int, int]:
             break
         deeper: list[Any] = []
         for item in level:
+            pairs: Iterable[tuple[Any, Any]]
             if type(item) is dict:
                 members += len(item)
                 strings.extend(item)
-                for key, v in item.items():
-                    kind = type(v)
-                    if kind is str:
-                        strings.append(v)
-                    elif kind is dict or kind is list:
-                        deeper.append(v)
-                    elif kind is int and not low <= v < high:
-                        item[key] = Decimal(v)
+                pairs = item.items()
             elif type(item) is list:
-                for index, v in enumerate(item):
-                    kind = type(v)
-                    if kind is str:
-                        strings.append(v)
-                    elif kind is dict or kind is list:
-                        deeper.append(v)
-                    elif kind is int and not low <= v < high:
-                        item[index] = Decimal(v)
+                pairs = enumerate(item)
+            else:
+                continue
+            for key, v in pairs:
+                kind = type(v)
+                if kind is str:
+                    strings.append(v)
+                elif kind is dict or kind is list:
+                    deeper.append(v)
+                elif kind is int and not low <= v < high:
+                    item[key] = Decimal(v)  # replaces a value: the iteration goes on
         level = deeper
     return depth, members, "\0".join(strings).count(":")
 
