@@ -8,11 +8,11 @@ it comes back, is in docs/storage.md ("Stored search keys"):
 - `logical_keys` turns a stored `k` (and `lu`) back into the logical keys;
 - `stored_ranges` turns a logical key range into the stored ranges holding every match (a
   superset: candidates are then tested), `last_updated_range` into a range of `lu`;
-- `patient_prefixed` says which keys have patient-prefixed copies;
+- `confined_ranges` turns it into the ranges of one patient's copies of the keys;
 - `sort_value` computes a `_sort` value from the logical keys.
 
-Documents written before this layout (every logical key stored, with an `o` field of sort values)
-are read the same way: their extra keys are harmless.
+Databases written in an earlier layout are re-indexed at start-up (`Repository.upgrade_layout`,
+`KEY_INDEX`), so only this layout is ever read.
 """
 
 from __future__ import annotations
@@ -183,19 +183,17 @@ def stored_fields(
     infixed: list[str] = []
     filtered = filtered_params(resource_type)
     for param, found in found_keys:
+        plain = _plain(param.code)
         if param.type in _QUANTITIES:
             found = _merged_quantities(found)
         elif param.type == "date":
             found = _without_narrow_ends(param.code, found)
         elif param.code in filtered:
             target = filtered[param.code][1]
-            plain = _plain(param.code)
             found = [k for k in found if not (k.startswith(plain) and _refers_to(k, target))]
         if not _prefixable(param):
             keys += found
-            continue
-        plain = _plain(param.code)
-        if patients and param.type == "token":
+        elif patients and param.code in _patient_tokens(resource_type):
             infixed += [k for k in found if k.startswith(plain)]
             keys += [k for k in found if not k.startswith(plain)]
         else:
@@ -497,7 +495,6 @@ def _stored_ranges(resource_type: str, low: str, high: str | None) -> list[tuple
     if sources is None:
         ranges = [(low, high)]
         if head in (filtered := filtered_params(resource_type)):
-            sources = (filtered[head][0],)
             ranges.append(_renamed(low, high, code, filtered[head][0]))
     else:
         ranges = [_renamed(low, high, code, source) for source in sources]
@@ -557,20 +554,13 @@ def _merged_quantities(found: list[str]) -> list[str]:
 
 
 def _quantity_values(value: str) -> list[str]:
-    """The logical key values of one stored quantity key's value (`_merged_quantities`); keys
-    stored before that layout (`<number>`, `#<system>|<unit>␟<number>`) come back as well."""
-    if value.startswith("#"):
-        unit_key, number = value, value.partition(PART)[2]
-        out = [value]
-    else:
-        number, separator, unit = value.partition(PART)
-        if not separator:
-            return [value]
-        unit_key = f"{unit}{PART}{number}"
-        out = [number, unit_key]
-    if (twin := _any_system_value(unit_key)) is not None:
-        out.append(twin)
-    return out
+    """The logical key values of one stored quantity key's value (`_merged_quantities`)."""
+    number, separator, unit = value.partition(PART)
+    if not separator:
+        return [value]
+    unit_key = f"{unit}{PART}{number}"
+    twin = _any_system_value(unit_key)
+    return [number, unit_key] if twin is None else [number, unit_key, twin]
 
 
 _QUANTITIES = frozenset({"quantity", "number"})
@@ -717,7 +707,8 @@ def _prefixable(param: SearchParam) -> bool:
 
 
 def _patient_prefixed(resource_type: str, key: str) -> bool:
-    """True when a logical key (or range bound) has patient-prefixed copies (`stored_fields`)."""
+    """True when a logical key (or range bound) has `<patient>␝<key>` copies (`stored_fields`;
+    the tokens of `_patient_tokens` hold their patient instead)."""
     head = key.partition(VALUE)[0]
     if ":" in head:
         return False  # `:text` keys
