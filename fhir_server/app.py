@@ -34,6 +34,7 @@ from smart_auth.settings import AuthSettings
 from smart_auth.store import run_sync
 
 log = logging.getLogger("phr")
+_YOUNG_GENERATION = 100_000  # allocations between collections of the youngest generation
 _SWITCH_INTERVAL = 0.001  # seconds a thread holds the GIL while another waits (CPython: 0.005)
 _ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
 
@@ -149,12 +150,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # took 50-200 ms each time, more often the more a request allocates, as a token check).
         gc.collect()
         gc.freeze()
+        # A young generation of 100,000 objects instead of 700: a request's objects (a Synthea
+        # Bundle allocates ~150k) mostly die before a collection has to look at them, instead of
+        # being scanned and promoted many times over. Measured on W4: 40-48 -> ~4 ms of
+        # collection per bundle (docs/benchmarks.md, "fourth round").
+        threshold = gc.get_threshold()
+        gc.set_threshold(_YOUNG_GENERATION, *threshold[1:])
         # A Bundle's CPU work runs in a worker thread (offload.py). While it holds the GIL, the
         # event loop, which sends the other transactions' statements, waits up to the switch
         # interval for it each time it wakes. 1 ms instead of 5: W4 ingest 2.49 -> 2.81
         # bundles/s (docs/benchmarks.md, "third round").
         sys.setswitchinterval(_SWITCH_INTERVAL)
         yield
+        gc.set_threshold(*threshold)
         gc.unfreeze()
         await audit.close()
         auth.close()
