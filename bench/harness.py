@@ -91,6 +91,11 @@ class Trial:
         """Server CPU microseconds per request."""
         return 1e6 * self.server_cpu_s / self.sample.requests if self.sample.requests else 0.0
 
+    @property
+    def db_us(self) -> float:
+        """Database CPU microseconds per request."""
+        return 1e6 * self.db_cpu_s / self.sample.requests if self.sample.requests else 0.0
+
     def summary(self, per_request: int = 1) -> dict[str, Any]:
         cpu = self.server_cpu_s + self.db_cpu_s
         units = self.sample.requests * per_request
@@ -103,6 +108,7 @@ class Trial:
             "units_per_cpu_s": units / cpu if cpu else None,
             "units_per_server_cpu_s": units / self.server_cpu_s if self.server_cpu_s else None,
             "server_cpu_us_per_req": self.server_us,
+            "db_cpu_us_per_req": self.db_us,
             "valid": self.valid,
         }
 
@@ -120,8 +126,15 @@ class Result:
     @property
     def cpu_ratios(self) -> list[float]:
         """C/B of requests per server CPU-second: the FHIR cost even when the server is not the
-        bottleneck (the database and the load generator do the same work for B and C)."""
+        bottleneck."""
         return [b.server_us / c.server_us if c.server_us else 0.0 for b, c in self.pairs]
+
+    @property
+    def db_cpu_ratios(self) -> list[float]:
+        """C/B of requests per database CPU-second: 1 where C asks the database for the same
+        work as B; below 1 it bounds C/B when the database is the bottleneck (W4: C also
+        writes the search keys)."""
+        return [b.db_us / c.db_us if c.db_us else 0.0 for b, c in self.pairs]
 
     @property
     def valid(self) -> bool:
@@ -150,6 +163,7 @@ class Result:
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
             "server_cpu_ratio_median": statistics.median(self.cpu_ratios),
+            "db_cpu_ratio_median": statistics.median(self.db_cpu_ratios),
             "valid": self.valid,
             "passed": self.passed,
             "pairs": [
@@ -158,8 +172,11 @@ class Result:
                     "candidate": c.summary(work.per_request),
                     "ratio": r,
                     "server_cpu_ratio": q,
+                    "db_cpu_ratio": d,
                 }
-                for (b, c), r, q in zip(self.pairs, ratios, self.cpu_ratios, strict=True)
+                for (b, c), r, q, d in zip(
+                    self.pairs, ratios, self.cpu_ratios, self.db_cpu_ratios, strict=True
+                )
             ],
             "latency_1_connection": {
                 "baseline": self.latency[0].summary(work.per_request),
@@ -442,6 +459,7 @@ def run_workload(bench: Bench, work: Workload) -> Result:
             f" server CPU {cpu:.0f} us/req"
         )
     print(f"  server CPU per request, C/B of req/server-CPU-s: {_spread(result.cpu_ratios)}")
+    print(f"  database CPU per request, C/B of req/db-CPU-s: {_spread(result.db_cpu_ratios)}")
     if work.latency:
         result.latency = latency_pair(bench, work)
         print(f"  {latency_verdict(work, result.latency[1].sample)}")

@@ -65,8 +65,9 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
     model = _model(actual)
     if model is None:
         return resource
+    misses: list[_Miss] = []
     try:
-        parsed = model.model_validate(_known.substitute(resource, model))
+        parsed = model.model_validate(_known.substitute(resource, model, misses))
     except ValidationError as exc:
         issues = [
             Issue(
@@ -84,7 +85,7 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
     _check_json_kinds(resource, parsed, actual, problems)
     if problems:
         raise FhirError(f"The {actual} resource is not valid R4", 400, "invalid", problems)
-    _known.remember(resource, parsed)
+    _known.remember(parsed, misses)
     return resource
 
 
@@ -94,6 +95,10 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
 # most of its cost. A complex element whose exact JSON was already part of a valid resource is
 # handed to the model as that element's validated instance, which the model accepts as is: the
 # result is the same as validating it again. The JSON kinds check still sees every value.
+
+# An element not found: its cache key, and where it is in the resource (JSON name and list index
+# of each step), to pick its validated instance from the model once the resource passed.
+_Miss = tuple[tuple[type[BaseModel], bytes], tuple[tuple[str, int | None], ...]]
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -147,21 +152,37 @@ class _KnownElements:
         except TypeError:
             return None
 
-    def _lookup(self, klass: type[BaseModel], value: Any) -> Any:
+    def _lookup(
+        self,
+        klass: type[BaseModel],
+        value: Any,
+        misses: list[_Miss],
+        path: tuple[tuple[str, int | None], ...],
+    ) -> Any:
         if not isinstance(value, dict):
             return value
         key = self._key(klass, value)
-        found = self.instances.get(key) if key is not None else None
+        if key is None:
+            return self.substitute(value, klass, misses, path)
+        found = self.instances.get(key)
         if found is not None:
             # Bundles validate in a worker thread (fhir_server/offload.py), single writes on the
             # event loop's: the other thread may have dropped it meanwhile.
             with contextlib.suppress(KeyError):
-                self.instances.move_to_end(key)  # type: ignore[arg-type]
+                self.instances.move_to_end(key)
             return found
-        return self.substitute(value, klass)
+        misses.append((key, path))
+        return self.substitute(value, klass, misses, path)
 
-    def substitute(self, data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
-        """`data` with every known complex element replaced by its validated instance."""
+    def substitute(
+        self,
+        data: dict[str, Any],
+        model: type[BaseModel],
+        misses: list[_Miss],
+        path: tuple[tuple[str, int | None], ...] = (),
+    ) -> dict[str, Any]:
+        """`data` with every known complex element replaced by its validated instance; the
+        others are added to `misses`, for `remember`."""
         fields = _complex_fields(model)
         if not fields:
             return data
@@ -171,10 +192,13 @@ class _KnownElements:
             if klass is None or value is None:
                 continue
             if isinstance(value, list):
-                new: Any = [self._lookup(klass, item) for item in value]
+                new: Any = [
+                    self._lookup(klass, item, misses, (*path, (name, index)))
+                    for index, item in enumerate(value)
+                ]
                 changed = any(a is not b for a, b in zip(new, value, strict=True))
             else:
-                new = self._lookup(klass, value)
+                new = self._lookup(klass, value, misses, (*path, (name, None)))
                 changed = new is not value
             if changed:
                 if out is None:
@@ -182,26 +206,22 @@ class _KnownElements:
                 out[name] = new
         return data if out is None else out
 
-    def remember(self, data: dict[str, Any], parsed: BaseModel) -> None:
-        """Record the complex elements of a resource that passed validation."""
-        for name, klass in _complex_fields(type(parsed)).items():
-            value = data.get(name)
-            if value is None:
-                continue
-            attribute = _fields_by_json_name(type(parsed)).get(name)
-            instance = getattr(parsed, attribute, None) if attribute else None
-            pairs = (
-                zip(value, instance, strict=False)
-                if isinstance(value, list) and isinstance(instance, list)
-                else [(value, instance)]
-            )
-            for item, item_instance in pairs:
-                if isinstance(item, dict) and isinstance(item_instance, klass):
-                    key = self._key(klass, item)
-                    if key is not None and key not in self.instances:
-                        self.instances[key] = item_instance
-                        self.ids.add(id(item_instance))
-                        self.remember(item, item_instance)
+    def remember(self, parsed: BaseModel, misses: list[_Miss]) -> None:
+        """Record the validated instances of the elements `substitute` did not find, now that
+        their resource passed validation."""
+        for key, path in misses:
+            node: Any = parsed
+            for name, index in path:
+                fields = _fields_by_json_name(type(node)) if isinstance(node, BaseModel) else {}
+                attribute = fields.get(name)
+                node = getattr(node, attribute, None) if attribute else None
+                if index is not None:
+                    node = node[index] if isinstance(node, list) and index < len(node) else None
+                if node is None:
+                    break
+            if isinstance(node, key[0]) and key not in self.instances:
+                self.instances[key] = node
+                self.ids.add(id(node))
         while len(self.instances) > self.size:
             _, dropped = self.instances.popitem(last=False)
             self.ids.discard(id(dropped))
