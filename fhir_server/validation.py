@@ -98,7 +98,8 @@ def validate_resource(resource: Any, resource_type: str | None = None) -> dict[s
 
 # An element not found: its cache key, and where it is in the resource (JSON name and list index
 # of each step), to pick its validated instance from the model once the resource passed.
-_Miss = tuple[tuple[type[BaseModel], bytes], tuple[tuple[str, int | None], ...]]
+_Path = tuple[tuple[str, int | None], ...]
+_Miss = tuple[tuple[type[BaseModel], bytes], _Path]
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -157,21 +158,20 @@ class _KnownElements:
         klass: type[BaseModel],
         value: Any,
         misses: list[_Miss],
-        path: tuple[tuple[str, int | None], ...],
+        path: _Path,
     ) -> Any:
         if not isinstance(value, dict):
             return value
         key = self._key(klass, value)
-        if key is None:
-            return self.substitute(value, klass, misses, path)
-        found = self.instances.get(key)
-        if found is not None:
-            # Bundles validate in a worker thread (fhir_server/offload.py), single writes on the
-            # event loop's: the other thread may have dropped it meanwhile.
-            with contextlib.suppress(KeyError):
-                self.instances.move_to_end(key)
-            return found
-        misses.append((key, path))
+        if key is not None:
+            found = self.instances.get(key)
+            if found is not None:
+                # Bundles validate in a worker thread (fhir_server/offload.py), single writes on
+                # the event loop's: the other thread may have dropped it meanwhile.
+                with contextlib.suppress(KeyError):
+                    self.instances.move_to_end(key)
+                return found
+            misses.append((key, path))
         return self.substitute(value, klass, misses, path)
 
     def substitute(
@@ -179,7 +179,7 @@ class _KnownElements:
         data: dict[str, Any],
         model: type[BaseModel],
         misses: list[_Miss],
-        path: tuple[tuple[str, int | None], ...] = (),
+        path: _Path = (),
     ) -> dict[str, Any]:
         """`data` with every known complex element replaced by its validated instance; the
         others are added to `misses`, for `remember`."""
