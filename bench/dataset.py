@@ -42,6 +42,7 @@ DATA = Path(__file__).parent / "data" / "synthea"
 CACHE = Path(__file__).parent / ".cache"
 LOINC = "http://loinc.org"
 LOADERS = 4  # concurrent transactions while building
+_INDEXER = ResourceIndexer("http://bench/fhir")
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _URN = re.compile(rb'"urn:uuid:([0-9a-f-]{36})"')
 _FORMAT = b"2"  # bump when what the builder loads changes
@@ -111,9 +112,11 @@ def merged_patient() -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
-def resolved(bundle: bytes) -> bytes:
-    """The bundle's resources as a JSON array, `urn:uuid:` references already rewritten to
-    `Type/id` (Synthea resources carry their fullUrl uuid as id): W4's baseline body."""
+def resolved(bundle: bytes, keys: bool) -> bytes:
+    """W4's baseline body: the bundle's resources with `urn:uuid:` references already rewritten to
+    `Type/id` (Synthea resources carry their fullUrl uuid as id), as a JSON array of
+    `{"resource": ...}`, each with the search and compartment fields the repository stores for it
+    (`pat`, `k`) when `keys`."""
     types = {
         e["fullUrl"].removeprefix("urn:uuid:"): e["resource"]["resourceType"]
         for e in orjson.loads(bundle)["entry"]
@@ -123,7 +126,15 @@ def resolved(bundle: bytes) -> bytes:
         uuid = m[1].decode()
         return f'"{types[uuid]}/{uuid}"'.encode() if uuid in types else m[0]
 
-    return orjson.dumps([e["resource"] for e in orjson.loads(_URN.sub(reference, bundle))["entry"]])
+    entries = orjson.loads(_URN.sub(reference, bundle))["entry"]
+    return orjson.dumps([baseline_item(e["resource"], keys) for e in entries])
+
+
+def baseline_item(resource: dict[str, Any], keys: bool) -> dict[str, Any]:
+    """A resource as the bare routes take it (`bench_routes._document`): with the search and
+    compartment fields the repository would store for it (`pat`, `k`) when `keys`."""
+    fields = _INDEXER.fields(resource["resourceType"], resource) if keys else {}
+    return {"resource": resource, **fields}
 
 
 @dataclass(frozen=True)
@@ -158,14 +169,13 @@ def fingerprint() -> str:
     digest = hashlib.sha256(_FORMAT + importlib.metadata.version("secantusdb").encode())
     for name in _FINGERPRINTED:
         digest.update((ROOT / name).read_bytes())
-    indexer = ResourceIndexer("http://bench/fhir")
     for source in sources():
         digest.update(source.text)
         for entry in orjson.loads(source.text)["entry"]:
             resource = entry["resource"]
             rtype = resource["resourceType"]
-            digest.update(dumps(indexer.fields(rtype, resource)))
-            digest.update(repr(indexer.indexes(rtype)).encode())
+            digest.update(dumps(_INDEXER.fields(rtype, resource)))
+            digest.update(repr(_INDEXER.indexes(rtype)).encode())
     return digest.hexdigest()[:12]
 
 

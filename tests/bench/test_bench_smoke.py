@@ -16,5 +16,5 @@ from tests.bench.quick import run_quick
 @pytest.mark.slow
 def test_quick_bench_reports_a_ratio_per_workload() -> None:
     output = run_quick("bench", 180)
-    for workload in ("w1", "w2", "w2-variant", "w3", "w4", "w5"):
+    for workload in ("w1", "w2", "w2-variant", "w3", "w3-variant", "w4", "w4-variant", "w5"):
         assert re.search(rf"^{workload} ratio C/B: median \d+\.\d+ ", output, re.MULTILINE), output
