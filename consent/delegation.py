@@ -2,9 +2,10 @@
 
 A family member, carer or guardian is a RelatedPerson of the patient. What they may do is what an
 active Consent says: scope `patient-privacy`, `provision.actor` naming that RelatedPerson, and
-permit/deny provisions (nested) limited by period, action, resource class and security label. Deny
-overrides permit. A guardian's consent for a minor lapses when the minor reaches the age of
-self-consent (ARCHITECTURE.md item 8). Pure: the caller loads the Consents and passes them in.
+permit/deny provisions (nested) limited by period, action, resource class and security label (the
+other conditions fail closed, `UNTESTED_CONDITIONS`). Deny overrides permit. A guardian's consent
+for a minor lapses when the minor reaches the age of self-consent (ARCHITECTURE.md item 8). Pure:
+the caller loads the Consents and passes them in.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ LETTER_ACTIONS = {
     "d": {"correct"},
 }
 GUARDIAN_ROLES = frozenset({"GUARD", "PRN", "MTH", "FTH", "PRNINLAW", "STPPRN", "NPRN"})
+# Provision conditions this server does not test (the data's clinical period, codes or instances,
+# the purpose of use). Ignoring one would widen what the patient allowed, so it fails closed: a
+# permit limited by one grants nothing, and a deny limited by one denies without the limit.
+UNTESTED_CONDITIONS = ("dataPeriod", "data", "code", "purpose")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,10 @@ def _evaluate(
     names_actor = inherited_actor or _names_actor(provision, request.actor)
     if not names_actor or not _applies(provision, request, now):
         return None
+    if untested := [name for name in UNTESTED_CONDITIONS if provision.get(name)]:
+        if provision.get("type") != "deny":
+            return None
+        return deny(f"Consent provision (deny) limited by {', '.join(untested)}, not tested", rule)
     exceptions = [
         decision
         for index, nested in enumerate(provision.get("provision") or [])

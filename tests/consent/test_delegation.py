@@ -241,3 +241,43 @@ def test_deny_in_one_consent_overrides_permit_in_another():
     request = Request("RelatedPerson/mum", "child", "r", "Observation")
     decision = decide_delegation(request, [GUARDIAN, deny_all], NOW, None)
     assert (decision.effect, decision.rule) == ("deny", "Consent/deny-all.provision")
+
+
+UNTESTED = [
+    ("dataPeriod", {"start": "2020-01-01", "end": "2021-01-01"}),
+    ("data", [{"meaning": "instance", "reference": {"reference": "Observation/1"}}]),
+    ("code", [{"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}]),
+    (
+        "purpose",
+        [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), UNTESTED)
+def test_a_permit_limited_by_an_untested_condition_grants_nothing(name, value):
+    limited = consent("limited", "RelatedPerson/mum", **{name: value})
+    request = Request("RelatedPerson/mum", "child", "r", "Observation")
+    decision = decide_delegation(request, [limited], NOW, None)
+    assert (decision.effect, decision.rule) == ("deny", "delegation-none")
+
+
+@pytest.mark.parametrize(("name", "value"), UNTESTED)
+def test_a_deny_limited_by_an_untested_condition_denies_without_the_limit(name, value):
+    limited = consent("limited", "RelatedPerson/mum", provision=[{"type": "deny", name: value}])
+    request = Request("RelatedPerson/mum", "child", "r", "Observation")
+    decision = decide_delegation(request, [limited], NOW, None)
+    assert (decision.effect, decision.rule) == ("deny", "Consent/limited.provision.provision[0]")
+    assert name in decision.reason
+
+
+def test_a_deny_limited_to_a_class_and_an_untested_condition_keeps_its_class():
+    limited = consent(
+        "limited",
+        "RelatedPerson/mum",
+        provision=[{"type": "deny", "class": [{"code": "Condition"}], "code": UNTESTED[2][1]}],
+    )
+    allowed = Request("RelatedPerson/mum", "child", "r", "Observation")
+    assert decide_delegation(allowed, [limited], NOW, None).effect == "permit"
+    denied = Request("RelatedPerson/mum", "child", "r", "Condition")
+    assert decide_delegation(denied, [limited], NOW, None).effect == "deny"
