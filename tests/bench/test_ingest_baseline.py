@@ -63,30 +63,36 @@ def _shapes(docs: list[dict[str, Any]]) -> Counter[tuple[str, ...]]:
     )
 
 
+def _written_by(
+    server: Server, database: EmbeddedDatabase, path: str, body: bytes, status: int
+) -> list[dict[str, Any]]:
+    """The documents one POST of `body` to `path` writes (`/fhir...` with a token)."""
+    before = _ids(database)
+    fhir = path.startswith("/fhir")
+    answer = httpx.post(
+        server.url + path,
+        content=body,
+        headers={"Content-Type": "application/fhir+json" if fhir else "application/json"},
+        auth=server.auth() if fhir else None,
+        verify=TLS,
+        timeout=60,
+    )
+    assert answer.status_code == status, answer.text
+    return _written(database, before)
+
+
 def test_the_baseline_writes_the_servers_documents_and_keys(
     bench_server: Server, database: EmbeddedDatabase
 ) -> None:
     bundle = _smallest_bundle()
     keyed = dataset.resolved(bundle, keys=True)
-    before = _ids(database)
-    answer = httpx.post(
-        bench_server.url + "/fhir",
-        content=bundle,
-        headers={"Content-Type": "application/fhir+json"},
-        auth=bench_server.auth(),
-        verify=TLS,
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    by_server = _written(database, before)
-
-    before = _ids(database)
-    for _ in range(2):  # the same body twice: fresh ids, so no duplicate key
-        answer = httpx.post(
-            bench_server.url + "/bare/_ingest", content=keyed, verify=TLS, timeout=60
-        )
-        assert answer.status_code == 200, answer.text
-    by_baseline = _written(database, before)
+    by_server = _written_by(bench_server, database, "/fhir", bundle, 200)
+    # The same body twice: fresh ids, so no duplicate key.
+    by_baseline = [
+        doc
+        for _ in range(2)
+        for doc in _written_by(bench_server, database, "/bare/_ingest", keyed, 200)
+    ]
 
     assert len(by_baseline) == 2 * len(by_server)
     assert _shapes(by_baseline) == _shapes(by_server) + _shapes(by_server)
@@ -104,11 +110,8 @@ def test_the_baseline_writes_the_servers_documents_and_keys(
 def test_the_keyless_variant_writes_no_keys(
     bench_server: Server, database: EmbeddedDatabase
 ) -> None:
-    before = _ids(database)
     body = dataset.resolved(_smallest_bundle(), keys=False)
-    answer = httpx.post(bench_server.url + "/bare/_ingest", content=body, verify=TLS, timeout=60)
-    assert answer.status_code == 200, answer.text
-    docs = _written(database, before)
+    docs = _written_by(bench_server, database, "/bare/_ingest", body, 200)
     assert docs and all("k" not in d and d["pat"] == [] for d in docs)
 
 
@@ -120,23 +123,10 @@ def test_bench_routes_are_absent_without_the_setting(client: httpx.Client, serve
 def test_the_create_baseline_writes_the_servers_keys(
     bench_server: Server, database: EmbeddedDatabase
 ) -> None:
-    observation = orjson.loads(observations(1)[0])
-    before = _ids(database)
-    answer = httpx.post(
-        bench_server.url + "/fhir/Observation",
-        content=orjson.dumps(observation),
-        headers={"Content-Type": "application/fhir+json"},
-        auth=bench_server.auth(),
-        verify=TLS,
-        timeout=30,
-    )
-    assert answer.status_code == 201, answer.text
-    by_server = _written(database, before)
-    before = _ids(database)
-    body = orjson.dumps(dataset.baseline_item(observation, keys=True))
-    answer = httpx.post(bench_server.url + "/bare/Observation", content=body, verify=TLS)
-    assert answer.status_code == 201, answer.text
-    by_baseline = _written(database, before)
+    observation = observations(1)[0]
+    by_server = _written_by(bench_server, database, "/fhir/Observation", observation, 201)
+    body = orjson.dumps(dataset.baseline_item(orjson.loads(observation), keys=True))
+    by_baseline = _written_by(bench_server, database, "/bare/Observation", body, 201)
     assert len(by_server) == len(by_baseline) == 1
     assert by_baseline[0]["k"] == by_server[0]["k"]
     assert by_baseline[0]["pat"] == by_server[0]["pat"]
