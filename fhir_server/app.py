@@ -116,6 +116,7 @@ def auth_settings(settings: Settings) -> AuthSettings:
     """The authorization server's settings, on the FHIR server's database and public URL."""
     return AuthSettings(
         mongodb_uri=settings.mongodb_uri,
+        data_dir=settings.data_dir,
         db_name=settings.db_name,
         db_timeout_ms=settings.db_timeout_ms,
         port=settings.port,

@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from smart_auth.cache import Recent
 from smart_auth.directory import split_reference
 from smart_auth.hashing import SecretHasher, verify_secret
+from smart_auth.sealing import Sealer
 from smart_auth.store import AuthStore, Document, utc
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
@@ -53,15 +54,25 @@ class Account:
     created_at: datetime | None = None
 
     @classmethod
-    def from_document(cls, doc: Document) -> Account:
+    def from_document(cls, doc: Document, sealer: Sealer) -> Account:
+        sealed = doc.get("totp_sealed")
         return cls(
             username=doc["_id"],
             sub=doc["sub"],
             fhir_user=doc["fhir_user"],
             password_hash=doc["password_hash"],
-            totp_secret=doc.get("totp_secret"),
+            # In clear when written before sealing (start-up seals those, `seal_stored`).
+            totp_secret=(
+                sealer.open(sealed, _totp_context(doc["sub"])).decode()
+                if sealed
+                else doc.get("totp_secret")
+            ),
             created_at=doc.get("created_at"),
         )
+
+
+def _totp_context(sub: str) -> str:
+    return f"accounts/{sub}/totp"
 
 
 def normalize_username(username: Any) -> str | None:
@@ -158,7 +169,11 @@ class AccountRegistry:
             "sub": account.sub,
             "fhir_user": account.fhir_user,
             "password_hash": account.password_hash,
-            "totp_secret": account.totp_secret,
+            "totp_sealed": (
+                self.store.sealer.seal(account.totp_secret.encode(), _totp_context(account.sub))
+                if account.totp_secret
+                else None
+            ),
             "totp_last_step": None,
             "created_at": account.created_at,
         }
@@ -171,7 +186,7 @@ class AccountRegistry:
     def get(self, username: Any) -> Account | None:
         name = normalize_username(username)
         doc = self.store.accounts.find_one({"_id": name}) if name else None
-        return Account.from_document(doc) if doc else None
+        return Account.from_document(doc, self.store.sealer) if doc else None
 
     def by_sub(self, sub: str) -> Account | None:
         """The account of a token's subject, as read within `staleness` seconds (every refresh
@@ -179,12 +194,25 @@ class AccountRegistry:
 
         def read() -> Account | None:
             doc = self.store.accounts.find_one({"sub": sub})
-            return Account.from_document(doc) if doc else None
+            return Account.from_document(doc, self.store.sealer) if doc else None
 
         return self._by_sub.fetch(sub, read)
 
     def list(self) -> list[Account]:
-        return [Account.from_document(d) for d in self.store.accounts.find().sort("_id", 1)]
+        docs = self.store.accounts.find().sort("_id", 1)
+        return [Account.from_document(d, self.store.sealer) for d in docs]
+
+    def seal_stored(self) -> int:
+        """Seal the TOTP secrets stored in clear by an earlier version; how many (blocking)."""
+        sealed = 0
+        for doc in self.store.accounts.find({"totp_secret": {"$type": "string"}}):
+            value = self.store.sealer.seal(doc["totp_secret"].encode(), _totp_context(doc["sub"]))
+            done = self.store.accounts.update_one(
+                {"_id": doc["_id"], "totp_secret": doc["totp_secret"]},
+                {"$set": {"totp_sealed": value}, "$unset": {"totp_secret": ""}},
+            )
+            sealed += done.modified_count
+        return sealed
 
     def authenticate(self, username: Any, password: Any, totp_code: Any, ip: str) -> Account | None:
         """The account when every factor is right and no throttle applies; None otherwise.

@@ -9,6 +9,7 @@ once, on registration, and only its argon2 hash is stored; so are passwords.
     python -m smart_auth users add alice --fhir-user Patient/demo-alice [--password-stdin] [--totp]
     python -m smart_auth users list
     python -m smart_auth launch demo-alice --client my-app     # EHR launch value and URL
+    python -m smart_auth secret-key                              # a new PHR_SECRET_KEY
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from smart_auth.clients import AUTH_METHODS, AuthMethod, ClientRegistry, Registr
 from smart_auth.directory import split_reference
 from smart_auth.hashing import SecretHasher
 from smart_auth.launches import LaunchContexts, launch_url
+from smart_auth.sealing import new_key
 from smart_auth.settings import AuthSettings
 from smart_auth.store import AuthStore
 
@@ -63,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     user_list = users.add_parser("list", help="list accounts (never passwords)")
     user_list.add_argument("--json", action="store_true")
 
+    groups.add_parser(
+        "secret-key", help="print a new PHR_SECRET_KEY (seals signing keys and TOTP secrets)"
+    )
     launch = groups.add_parser("launch", help="mint an EHR launch context for an app")
     launch.add_argument("patient", metavar="PATIENT_ID")
     launch.add_argument("--client", required=True, dest="client_id")
@@ -85,6 +90,9 @@ def _summary(client: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.group == "secret-key":
+        print(new_key())
+        return 0
     settings = AuthSettings()
     if not settings.database_uri():
         print("No database: start the server (make run) or set PHR_MONGODB_URI", file=sys.stderr)

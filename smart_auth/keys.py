@@ -16,6 +16,7 @@ RFC 7517 (JWK): https://www.rfc-editor.org/rfc/rfc7517
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from typing import Any
 from joserfc.jwk import ECKey, Key, RSAKey, import_key
 from pymongo.errors import DuplicateKeyError
 
+from smart_auth.sealing import Sealer
 from smart_auth.store import AuthStore, Document, utc
 
 
@@ -47,6 +49,19 @@ ACCESS_TOKEN = KeyPurpose("access_token", "ES256")
 ID_TOKEN = KeyPurpose("id_token", "RS256")
 
 
+def _jwk_context(kid: str) -> str:
+    return f"keys/{kid}/jwk"
+
+
+def private_jwk(doc: Document, sealer: Sealer) -> dict[str, Any]:
+    """A stored key's private JWK: sealed, or in clear as written before sealing (start-up seals
+    those, `KeyRing.seal_stored`)."""
+    if "jwk_sealed" in doc:
+        jwk: dict[str, Any] = json.loads(sealer.open(doc["jwk_sealed"], _jwk_context(doc["_id"])))
+        return jwk
+    return dict(doc["jwk"])
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """One stored key, parsed once per process."""
@@ -61,8 +76,8 @@ class SigningKey:
     public_jwk: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def from_document(cls, doc: Document) -> SigningKey:
-        key = import_key(doc["jwk"])
+    def from_document(cls, doc: Document, sealer: Sealer) -> SigningKey:
+        key = import_key(private_jwk(doc, sealer))
         public = {**key.as_dict(private=False), "kid": doc["_id"], "alg": doc["alg"], "use": "sig"}
         return cls(
             kid=doc["_id"],
@@ -116,7 +131,9 @@ class KeyRing:
             old = self._snapshot.by_kid
             by_kid: dict[str, SigningKey] = {}
             for doc in self.store.keys.find({"expires_at": {"$gt": self.store.now()}}):
-                by_kid[doc["_id"]] = old.get(doc["_id"]) or SigningKey.from_document(doc)
+                by_kid[doc["_id"]] = old.get(doc["_id"]) or SigningKey.from_document(
+                    doc, self.store.sealer
+                )
             self._snapshot = _Snapshot(started, by_kid)
 
     def needs_refresh(self, kid: str | None) -> bool:
@@ -172,12 +189,15 @@ class KeyRing:
     def _rotate(self, purpose: KeyPurpose, now: float) -> SigningKey | None:
         predecessor = self._newest(purpose)
         new = purpose.generate()
+        kid = str(new.kid)  # generated with auto_kid: the RFC 7638 thumbprint
         active_until = now + self.rotation_period
         doc = {
-            "_id": new.kid,
+            "_id": kid,
             "purpose": purpose.name,
             "alg": purpose.alg,
-            "jwk": new.as_dict(private=True),
+            "jwk_sealed": self.store.sealer.seal(
+                json.dumps(new.as_dict(private=True)).encode(), _jwk_context(kid)
+            ),
             "successor_of": predecessor.kid if predecessor else None,
             "created_at": utc(now),
             "active_until": utc(active_until),
@@ -187,6 +207,26 @@ class KeyRing:
             self.store.keys.insert_one(doc)
         self.refresh()
         return self._current(purpose, now)
+
+    def seal_stored(self) -> int:
+        """Seal the private JWKs stored in clear by an earlier version; how many (blocking)."""
+        sealed = 0
+        for doc in self.store.keys.find({"jwk": {"$exists": True}}):
+            value = self.store.sealer.seal(
+                json.dumps(private_jwk(doc, self.store.sealer)).encode(), _jwk_context(doc["_id"])
+            )
+            done = self.store.keys.update_one(
+                {"_id": doc["_id"], "jwk": {"$exists": True}},
+                {"$set": {"jwk_sealed": value}, "$unset": {"jwk": ""}},
+            )
+            sealed += done.modified_count
+        return sealed
+
+    def open_stored(self) -> None:
+        """Open every stored key, caching nothing: SealError if they were sealed under another
+        secret key (blocking)."""
+        for doc in self.store.keys.find({"jwk_sealed": {"$exists": True}}, {"jwk_sealed": 1}):
+            private_jwk(doc, self.store.sealer)
 
     # -- publication -----------------------------------------------------------------------------
 

@@ -145,8 +145,19 @@ class AuthServices:
         )
 
     async def start(self) -> None:
-        """Create the indexes (idempotent; every worker may run it)."""
+        """Create the indexes and seal secrets an earlier version stored in clear (idempotent;
+        every worker may run it)."""
         await run_sync(self.store.ensure_indexes)
+        keys, totps = (
+            await run_sync(self.keys.seal_stored),
+            await run_sync(self.accounts.seal_stored),
+        )
+        if keys or totps:
+            log.info(
+                "sealed secrets stored in clear", extra={"fields": {"keys": keys, "totp": totps}}
+            )
+        # Under another secret key, start-up fails saying so, rather than every token request.
+        await run_sync(self.keys.open_stored)
 
     def close(self) -> None:
         self.store.close()

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Argon2Profile = Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"]
@@ -71,6 +71,16 @@ class AuthSettings(BaseSettings):
         default=0.5, ge=0, le=1.0, description="staleness bound of the revoked-token cache"
     )
     clock_leeway: int = Field(default=30, ge=0, le=120, description="clock skew allowed, seconds")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="32 bytes, base64url, sealing signing keys and TOTP secrets at rest;"
+        " default: the key file",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="file of that key, created on first start; default `secret.key` beside"
+        " the embedded database directory",
+    )
     argon2_profile: Argon2Profile = Field(
         default="RFC_9106_LOW_MEMORY",
         description="argon2 parameters for client secrets and passwords; CHEAPEST only in tests",
@@ -83,6 +93,10 @@ class AuthSettings(BaseSettings):
             return self.mongodb_uri
         left = self.data_dir.with_name(self.data_dir.name + ".uri")
         return left.read_text().strip() or None if left.is_file() else None
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.data_dir.with_name("secret.key")
 
     @property
     def public_base(self) -> str:

@@ -10,10 +10,10 @@ endpoints wrap the whole synchronous operation in `run_sync`.
 Collections (lower case; FHIR type collections are capitalised, so names never clash):
 
 - `clients`   `_id` = client_id; the registration (`clients.py`).
-- `keys`      `_id` = kid; private JWK, `purpose`, `successor_of` (unique per purpose: one
-              successor per key, so concurrent workers cannot rotate twice), `active_until`,
-              `expires_at` (TTL).
-- `accounts`  `_id` = username; argon2 password hash, `sub`, `fhir_user`, TOTP secret.
+- `keys`      `_id` = kid; private JWK (sealed: sealing.py), `purpose`, `successor_of` (unique
+              per purpose: one successor per key, so concurrent workers cannot rotate twice),
+              `active_until`, `expires_at` (TTL).
+- `accounts`  `_id` = username; argon2 password hash, `sub`, `fhir_user`, TOTP secret (sealed).
 - `login_failures`  `_id` = "account:<name>" or "ip:<address>"; failed-login counters (TTL).
 - `sessions`  `_id` = SHA-256 of the session cookie; the signed-in user, CSRF token, idle and
               absolute expiry (`expires_at`, TTL).
@@ -44,6 +44,7 @@ from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from starlette.concurrency import run_in_threadpool
 
+from smart_auth.sealing import Sealer, configured_key
 from smart_auth.settings import AuthSettings
 
 P = ParamSpec("P")
@@ -76,9 +77,12 @@ def is_unavailable(exc: BaseException) -> bool:
 class AuthStore:
     """The auth collections on a synchronous client (see the module docstring)."""
 
-    def __init__(self, client: MongoClient[Document], db_name: str, clock: Clock = time.time):
+    def __init__(
+        self, client: MongoClient[Document], db_name: str, sealer: Sealer, clock: Clock = time.time
+    ):
         self.client = client
         self.db = client[db_name]
+        self.sealer = sealer  # for the secrets the server must read back (sealing.py)
         self.clock = clock
 
     @classmethod
@@ -94,7 +98,7 @@ class AuthStore:
             tz_aware=True,
             appname="phr-auth",
         )
-        return cls(client, settings.db_name, clock)
+        return cls(client, settings.db_name, Sealer(configured_key(settings)), clock)
 
     @property
     def clients(self) -> Collection[Document]:

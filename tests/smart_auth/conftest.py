@@ -15,6 +15,7 @@ from joserfc.jwk import Key
 
 from smart_auth.clients import Client
 from smart_auth.router import auth_router
+from smart_auth.sealing import new_key
 from smart_auth.services import AuthServices
 from smart_auth.settings import AuthSettings
 from smart_auth.tokens import TokenService
@@ -29,6 +30,7 @@ def auth_settings(database: EmbeddedDatabase, port: int, **overrides: object) ->
         "db_name": f"auth_{uuid.uuid4().hex[:12]}",
         "base_url": f"http://127.0.0.1:{port}",
         "argon2_profile": "CHEAPEST",
+        "secret_key": new_key(),  # one per database, as a deployment has one
         **overrides,
     }
     return AuthSettings(**values)  # type: ignore[arg-type]

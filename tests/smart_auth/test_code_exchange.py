@@ -142,7 +142,12 @@ def test_expired_code_is_invalid_grant(
 ) -> None:
     """AC-22: a code issued 61 s ago (its lifetime is 60 s)."""
     services = auth_server.services
-    past = AuthStore(services.store.client, services.settings.db_name, lambda: time.time() - 61)
+    past = AuthStore(
+        services.store.client,
+        services.settings.db_name,
+        services.store.sealer,
+        lambda: time.time() - 61,
+    )
     request = authorization_request(auth_server, public)
     code = CodeStore(past, 60).issue(
         AuthorizationCode(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 import uuid
@@ -11,8 +12,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from smart_auth.keys import ACCESS_TOKEN, ID_TOKEN, KeyRing
+from smart_auth.keys import ACCESS_TOKEN, ID_TOKEN, KeyRing, private_jwk
 from smart_auth.revocation import Denylist
+from smart_auth.sealing import Sealer, SealError
 from smart_auth.store import AuthStore
 from smart_auth.tokens import InvalidToken, TokenService
 from tests.smart_auth.conftest import AuthServer
@@ -62,7 +64,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(database: EmbeddedDatabase, clock: FakeClock) -> Iterator[AuthStore]:
     client: MongoClient = MongoClient(database.uri, tz_aware=True)
-    store = AuthStore(client, f"keys_{uuid.uuid4().hex[:12]}", clock)
+    store = AuthStore(
+        client, f"keys_{uuid.uuid4().hex[:12]}", Sealer(secrets.token_bytes(32)), clock
+    )
     store.ensure_indexes()
     store.ensure_indexes()  # idempotent
     yield store
@@ -135,8 +139,44 @@ def test_keys_have_the_specified_algorithms(store: AuthStore, clock: FakeClock) 
     )
     assert (id_key.alg, id_key.public_jwk["kty"]) == ("RS256", "RSA")
     doc = store.keys.find_one({"_id": access.kid})
-    assert doc is not None and "d" in doc["jwk"]  # the private key lives in the database only
+    assert doc is not None and "jwk" not in doc  # the private key is stored sealed only
+    assert "d" in private_jwk(doc, store.sealer)
     assert doc["expires_at"] > doc["active_until"] > doc["created_at"]
+
+
+def test_private_keys_are_sealed_and_open_only_with_the_key(
+    store: AuthStore, clock: FakeClock
+) -> None:
+    key = Worker(store, clock).keys.signing_key(ACCESS_TOKEN)
+    doc = store.keys.find_one({"_id": key.kid})
+    assert doc is not None
+    private = key.key.as_dict(private=True)["d"]
+    assert private not in str(doc)  # neither in clear nor as any field of the document
+    other = Sealer(secrets.token_bytes(32))
+    with pytest.raises(SealError, match="another secret key"):
+        private_jwk(doc, other)
+    # A sealed value moved onto another key's record does not open there.
+    second = Worker(store, clock).keys.signing_key(ID_TOKEN)
+    moved = {**doc, "_id": second.kid}
+    with pytest.raises(SealError, match="altered or moved"):
+        private_jwk(moved, store.sealer)
+
+
+def test_keys_stored_in_clear_are_sealed_at_start_up(store: AuthStore, clock: FakeClock) -> None:
+    ring = Worker(store, clock).keys
+    key = ring.signing_key(ACCESS_TOKEN)
+    jwk = key.key.as_dict(private=True)
+    # As an earlier version stored it.
+    store.keys.update_one({"_id": key.kid}, {"$set": {"jwk": jwk}, "$unset": {"jwk_sealed": ""}})
+    fresh = Worker(store, clock)
+    assert fresh.keys.signing_key(ACCESS_TOKEN).kid == key.kid  # readable before sealing
+    assert ring.seal_stored() == 1
+    assert ring.seal_stored() == 0  # idempotent
+    doc = store.keys.find_one({"_id": key.kid})
+    assert doc is not None and "jwk" not in doc
+    assert private_jwk(doc, store.sealer) == jwk
+    token = Worker(store, clock).mint()
+    assert kid(token) == key.kid
 
 
 def test_jwks_endpoint_publishes_public_keys_only(

@@ -206,6 +206,30 @@ def test_totp_is_required_when_set_up_and_single_use(
         replay.close()
 
 
+def test_totp_secrets_are_stored_sealed(auth_server: AuthServer) -> None:
+    user = add_user(auth_server, totp=True)
+    secret = user.account.totp_secret
+    assert secret
+    accounts = auth_server.services.accounts
+
+    def opened(username: str) -> str | None:
+        account = accounts.get(username)
+        return account.totp_secret if account else None
+
+    doc = accounts.store.accounts.find_one({"_id": user.username})
+    assert doc is not None and "totp_secret" not in doc and secret not in str(doc)
+    assert opened(user.username) == secret
+    # As an earlier version stored it: readable, and sealed at the next start.
+    accounts.store.accounts.update_one(
+        {"_id": user.username}, {"$set": {"totp_secret": secret}, "$unset": {"totp_sealed": ""}}
+    )
+    assert opened(user.username) == secret
+    assert accounts.seal_stored() == 1
+    doc = accounts.store.accounts.find_one({"_id": user.username})
+    assert doc is not None and "totp_secret" not in doc and secret not in str(doc)
+    assert opened(user.username) == secret
+
+
 def test_logout_ends_the_session(auth_server: AuthServer, browser: Browser) -> None:
     app, user = register_app(auth_server), add_user(auth_server)
     approve(browser, auth_server, app, user, authorization_request(auth_server, app))
@@ -236,7 +260,10 @@ def test_session_idle_timeout_and_absolute_lifetime(auth_server: AuthServer) -> 
 
     def store_at(offset: float) -> SessionStore:
         store = AuthStore(
-            services.store.client, services.settings.db_name, lambda: time.time() + offset
+            services.store.client,
+            services.settings.db_name,
+            services.store.sealer,
+            lambda: time.time() + offset,
         )
         return SessionStore(store, idle_timeout=900, lifetime=3600, secure=False)
 
