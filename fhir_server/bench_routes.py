@@ -57,8 +57,16 @@ def _document(item: dict[str, Any], at: datetime, doc_id: str | None = None) -> 
     """The repository's document of a baseline body's `{"resource": ..., "pat": ..., "k": ...}`
     (the search and compartment fields computed beforehand by the bench, or none)."""
     resource = item.pop("resource")
-    doc: dict[str, Any] = {"_id": doc_id or resource["id"], "v": 1, "lu": at, "m": "POST"}
-    return doc | {"c": True, "pat": [], **item, "json": orjson.dumps(resource)}
+    return {
+        "_id": doc_id or resource["id"],
+        "v": 1,
+        "lu": at,
+        "m": "POST",
+        "c": True,
+        "pat": [],
+        **item,
+        "json": orjson.dumps(resource),
+    }
 
 
 async def bare_create(request: Request) -> Response:

@@ -204,15 +204,13 @@ class AccountRegistry:
 
     def seal_stored(self) -> int:
         """Seal the TOTP secrets stored in clear by an earlier version; how many (blocking)."""
-        sealed = 0
-        for doc in self.store.accounts.find({"totp_secret": {"$type": "string"}}):
-            value = self.store.sealer.seal(doc["totp_secret"].encode(), _totp_context(doc["sub"]))
-            done = self.store.accounts.update_one(
-                {"_id": doc["_id"], "totp_secret": doc["totp_secret"]},
-                {"$set": {"totp_sealed": value}, "$unset": {"totp_secret": ""}},
-            )
-            sealed += done.modified_count
-        return sealed
+        return self.store.seal_clear(
+            self.store.accounts,
+            "totp_secret",
+            "totp_sealed",
+            lambda doc: _totp_context(doc["sub"]),
+            str.encode,
+        )
 
     def authenticate(self, username: Any, password: Any, totp_code: Any, ip: str) -> Account | None:
         """The account when every factor is right and no throttle applies; None otherwise.

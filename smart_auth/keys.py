@@ -210,17 +210,13 @@ class KeyRing:
 
     def seal_stored(self) -> int:
         """Seal the private JWKs stored in clear by an earlier version; how many (blocking)."""
-        sealed = 0
-        for doc in self.store.keys.find({"jwk": {"$exists": True}}):
-            value = self.store.sealer.seal(
-                json.dumps(private_jwk(doc, self.store.sealer)).encode(), _jwk_context(doc["_id"])
-            )
-            done = self.store.keys.update_one(
-                {"_id": doc["_id"], "jwk": {"$exists": True}},
-                {"$set": {"jwk_sealed": value}, "$unset": {"jwk": ""}},
-            )
-            sealed += done.modified_count
-        return sealed
+        return self.store.seal_clear(
+            self.store.keys,
+            "jwk",
+            "jwk_sealed",
+            lambda doc: _jwk_context(doc["_id"]),
+            lambda jwk: json.dumps(jwk).encode(),
+        )
 
     def open_stored(self) -> None:
         """Open every stored key, caching nothing: SealError if they were sealed under another

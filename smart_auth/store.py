@@ -100,6 +100,26 @@ class AuthStore:
         )
         return cls(client, settings.db_name, Sealer(configured_key(settings)), clock)
 
+    def seal_clear(
+        self,
+        collection: Collection[Document],
+        clear: str,
+        sealed: str,
+        context: Callable[[Document], str],
+        encode: Callable[[Any], bytes],
+    ) -> int:
+        """Seal the secrets an earlier version stored in clear in field `clear` into field
+        `sealed`; how many documents (blocking, idempotent)."""
+        count = 0
+        for doc in collection.find({clear: {"$exists": True, "$ne": None}}):
+            value = self.sealer.seal(encode(doc[clear]), context(doc))
+            done = collection.update_one(
+                {"_id": doc["_id"], clear: {"$exists": True}},
+                {"$set": {sealed: value}, "$unset": {clear: ""}},
+            )
+            count += done.modified_count
+        return count
+
     @property
     def clients(self) -> Collection[Document]:
         return self.db[CLIENTS]
